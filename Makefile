@@ -1,0 +1,60 @@
+# One-command set-up and the course's entry points. Every target creates .venv on first use.
+#   make demo   set up, then run notebooks 01->04 with papermill on data/train.csv
+#   make test   set up, then the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+# torch goes in first, pinned but overridable: make TORCH_SPEC='torch==2.5.1' setup
+TORCH_SPEC ?= torch==2.13.0
+# The tested lock; `make CONSTRAINTS= setup` resolves freely (e.g. on a newer Python).
+CONSTRAINTS ?= constraints.txt
+PARAMS ?= params/demo.yaml
+RUN_DIR ?= runs/demo
+HOST ?= 127.0.0.1
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+export PATH := $(abspath $(BIN)):$(PATH)
+export MPLBACKEND := Agg
+
+.PHONY: setup demo test lab mlflow-ui tensorboard check exercises sweep benchmarks clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml $(wildcard $(CONSTRAINTS))
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[course,dev]"
+	@touch $@
+
+demo: setup
+	$(PY) -m pipeline.course demo --params $(PARAMS) --run-dir $(RUN_DIR)
+
+test: setup
+	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+lab: setup
+	$(BIN)/jupyter lab --ip=$(HOST) --no-browser $(if $(filter 0,$(shell id -u)),--allow-root) notebooks
+
+mlflow-ui: setup
+	$(BIN)/mlflow ui --host $(HOST) --port 5000 --backend-store-uri sqlite:///mlflow.db
+
+tensorboard: setup
+	$(BIN)/tensorboard --host $(HOST) --port 6006 --logdir runs
+
+check: setup
+	@test -n "$(EX)" || { echo "usage: make check EX=01" >&2; exit 2; }
+	$(PY) -m pipeline.course check $(EX)
+
+exercises: setup
+	$(PY) -m pipeline.course exercises
+
+sweep: setup
+	$(PY) -m pipeline.course sweep --params $(PARAMS) --learning-rates 0.0003,0.001,0.003 --run-dir runs/sweep
+
+benchmarks: setup
+	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_prepare.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_train.py
+
+clean:
+	rm -rf runs reports processed_data checkpoints mlflow.db

@@ -1,0 +1,115 @@
+"""Crash-safe file writing and tolerant reading: the I/O every phase shares.
+
+A file is either its old content or its new content, never half of each: we write a temporary file in the
+same folder, fsync it, then rename it over the target (rename is atomic on POSIX). JSONL logs are appended
+one whole line per write, and readers skip a last line that has not been finished yet.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside `path` durable (POSIX needs the directory itself synced)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, payload: bytes, *, durable: bool = True) -> None:
+    """Replace `path` with `payload` atomically; `durable` also fsyncs (survives power loss, not just kill)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def to_strict_json(value: Any) -> Any:
+    """Replace NaN/Infinity (not valid JSON) with None, recursively; numpy scalars become Python numbers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): to_strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_strict_json(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        return to_strict_json(value.item())
+    return value
+
+
+def dumps_strict(value: Any, *, indent: int | None = None) -> str:
+    return json.dumps(to_strict_json(value), indent=indent, allow_nan=False, ensure_ascii=False)
+
+
+def atomic_write_json(path: Path, value: Any, *, durable: bool = True) -> None:
+    """Write strict JSON (no NaN/Infinity) atomically."""
+    atomic_write_bytes(Path(path), (dumps_strict(value, indent=2) + "\n").encode("utf-8"), durable=durable)
+
+
+def append_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    """Append whole lines with one write call, so a concurrent reader never sees half a record."""
+    if not records:
+        return
+    payload = "".join(dumps_strict(r) + "\n" for r in records).encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, payload)
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Yield the complete records of a JSONL file; an unfinished or damaged line is skipped, never raised."""
+    try:
+        with open(path, "rb") as handle:
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    return  # still being written
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    yield record
+    except FileNotFoundError:
+        return
+
+
+def read_json(path: Path) -> Any | None:
+    """Read a JSON file written atomically; None if it is missing or (briefly) unreadable."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()

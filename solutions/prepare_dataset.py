@@ -1,0 +1,57 @@
+"""Phase 1 CLI: prepare a CSV for training (splits, preprocessing, schema.json).
+
+    python solutions/prepare_dataset.py --data-path data/train.csv --output-dir processed_data --test-split 0.2
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from pipeline import cli, data  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-path", type=Path, required=True, help="input CSV (UTF-8, with a header row)")
+    parser.add_argument("--output-dir", type=Path, required=True, help="folder for the splits and schema.json")
+    parser.add_argument("--test-split", type=float, default=0.2, help="fraction of rows for test (default 0.2)")
+    parser.add_argument("--val-split", type=float, default=0.1, help="fraction of rows for validation (default 0.1)")
+    parser.add_argument("--target", help="target column (default: 'target' or 'label', else the last column)")
+    parser.add_argument("--task", choices=["auto", "classification", "regression"], default="auto")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--encoding", default="utf-8", help="text encoding of the CSV (default utf-8, BOM allowed)")
+    parser.add_argument("--delimiter", default=",", help="field separator (default ',')")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        notes: list[str] = []
+        try:
+            result = data.prepare_dataset(
+                args.data_path, args.output_dir, test_split=args.test_split, val_split=args.val_split,
+                target=args.target, task=args.task, seed=args.seed, encoding=args.encoding,
+                delimiter=args.delimiter.encode().decode("unicode_escape"), notes=notes)
+        finally:
+            for note in notes:
+                print(note)
+        schema = result.schema
+        rows = schema["rows"]
+        print(f"features: {len(schema['features']['numeric'])} numeric, {len(schema['features']['categorical'])} "
+              f"categorical -> {len(schema['features']['processed'])} processed")
+        if schema["classes"] is not None:
+            print(f"classes: {', '.join(schema['classes'])}")
+        print(f"rows: train {rows['train']}, val {rows['val']}, test {rows['test']}")
+        print(f"wrote {result.output_dir}/ (schema.json + {len(rows)} splits)")
+        return cli.EXIT_OK
+
+    return cli.guarded(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
