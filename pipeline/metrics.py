@@ -1,0 +1,80 @@
+"""Metric maths on NumPy arrays: pure functions, no I/O, no devices.
+
+    classification_metrics(y_true, probabilities, classes)  -> accuracy, balanced accuracy, macro F1, ROC-AUC, ...
+    regression_metrics(y_true, y_pred)                      -> rmse, mae, r2
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# Which direction is better, for early stopping and "best epoch".
+HIGHER_IS_BETTER = {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "r2"}
+
+
+def is_better(metric: str, value: float, best: float | None) -> bool:
+    if best is None:
+        return np.isfinite(value)
+    name = metric.split("_", 1)[1] if metric.startswith(("val_", "test_")) else metric
+    return value > best if name in HIGHER_IS_BETTER else value < best
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n_classes, n_classes) counts; rows are true classes, columns predicted."""
+    flat = y_true.astype(np.int64) * n_classes + y_pred.astype(np.int64)
+    return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def per_class_scores(matrix: np.ndarray) -> dict[str, np.ndarray]:
+    true_pos = np.diag(matrix).astype(np.float64)
+    predicted = matrix.sum(axis=0)
+    actual = matrix.sum(axis=1)
+    precision = np.divide(true_pos, predicted, out=np.zeros_like(true_pos), where=predicted > 0)
+    recall = np.divide(true_pos, actual, out=np.zeros_like(true_pos), where=actual > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(true_pos), where=denom > 0)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": actual}
+
+
+def roc_auc_ovr(y_true: np.ndarray, probabilities: np.ndarray) -> float | None:
+    """Macro one-vs-rest ROC-AUC; None when a class is absent (AUC undefined)."""
+    from sklearn.metrics import roc_auc_score
+
+    n_classes = probabilities.shape[1]
+    present = np.unique(y_true)
+    if len(present) < 2 or len(present) < n_classes:
+        return None
+    if n_classes == 2:
+        return float(roc_auc_score(y_true, probabilities[:, 1]))
+    return float(roc_auc_score(y_true, probabilities, multi_class="ovr", average="macro",
+                               labels=np.arange(n_classes)))
+
+
+def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray, *, detailed: bool = False,
+                           classes: list[str] | None = None) -> dict:
+    """Headline metrics from class probabilities (rows, n_classes); `detailed` adds the confusion matrix
+    and per-class precision/recall/F1."""
+    n_classes = probabilities.shape[1]
+    y_pred = probabilities.argmax(axis=1)
+    matrix = confusion_matrix(y_true, y_pred, n_classes)
+    scores = per_class_scores(matrix)
+    present = scores["support"] > 0
+    result = {
+        "accuracy": float((y_pred == y_true).mean()) if len(y_true) else float("nan"),
+        "balanced_accuracy": float(scores["recall"][present].mean()) if present.any() else float("nan"),
+        "f1_macro": float(scores["f1"][present].mean()) if present.any() else float("nan"),
+        "roc_auc": roc_auc_ovr(y_true, probabilities),
+    }
+    if detailed:
+        names = classes or [str(i) for i in range(n_classes)]
+        result["confusion_matrix"] = matrix.tolist()
+        result["per_class"] = {name: {"precision": float(scores["precision"][i]), "recall": float(scores["recall"][i]),
+                                      "f1": float(scores["f1"][i]), "support": int(scores["support"][i])}
+                               for i, name in enumerate(names)}
+    return result
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    error = y_pred.astype(np.float64) - y_true.astype(np.float64)
+    total = float(((y_true - y_true.mean()) ** 2).sum())
+    return {"rmse": float(np.sqrt((error ** 2).mean())), "mae": float(np.abs(error).mean()),
+            "r2": float(1 - (error ** 2).sum() / total) if total > 0 else float("nan")}
