@@ -306,7 +306,7 @@ class Preprocessor:
         rows = np.arange(n)
         for column in self.categorical:
             categories = self.categories_[column]
-            codes = pd.Categorical(_as_category_text(frame[column]), categories=categories).codes
+            codes = pd.Index(categories).get_indexer(_as_category_text(frame[column]))
             known = codes >= 0  # unseen or rare categories stay all-zero
             out[rows[known], offset + codes[known]] = 1.0
             offset += len(categories)
@@ -348,7 +348,7 @@ def encode_target(values: pd.Series, task: str, *, source: Path | str, target: s
         return numeric.to_numpy(dtype=np.float32), None
     text = values.astype("object").map(_label_text)
     classes = sorted(text.unique().tolist(), key=_class_sort_key)
-    codes = pd.Categorical(text, categories=classes).codes.astype(np.int64)
+    codes = pd.Index(classes).get_indexer(text).astype(np.int64)
     return codes, classes
 
 

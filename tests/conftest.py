@@ -1,0 +1,137 @@
+"""Shared fixtures: small real and synthetic datasets, a sandboxed MLflow store, a real MLflow server."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_CSV = ROOT / "data" / "train.csv"
+SOLUTIONS = ROOT / "solutions"
+
+# Nothing a test runs may write mlflow.db into the checkout, or wait minutes on a dead server.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+os.environ["MPLBACKEND"] = "Agg"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _sandbox_mlflow(tmp_path_factory: pytest.TempPathFactory) -> None:
+    store = tmp_path_factory.mktemp("mlflow")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
+
+
+def script_env(**extra: str) -> dict[str, str]:
+    """Environment for running a solutions/*.py script in a subprocess (one torch thread: repeatable)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", MKL_NUM_THREADS="1")
+    env.update(extra)
+    return env
+
+
+def run_script(name: str, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SOLUTIONS / name), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=script_env(**env), cwd=ROOT)
+
+
+def make_classification_csv(path: Path, rows: int = 600, seed: int = 0, n_numeric: int = 6,
+                            with_categorical: bool = True) -> Path:
+    """A learnable synthetic table: numeric + categorical features, some missing values, 3 classes."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(rows, n_numeric))
+    score = X[:, 0] + 0.5 * X[:, 1] - X[:, 2]
+    label = np.digitize(score, np.quantile(score, [1 / 3, 2 / 3]))
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(n_numeric)]).round(5)
+    if with_categorical:
+        frame["colour"] = rng.choice(["red", "green", "blue"], size=rows)
+    frame.loc[rng.choice(rows, size=rows // 20, replace=False), "x3"] = np.nan
+    frame["label"] = np.array(["low", "mid", "high"])[label]
+    frame.to_csv(path, index=False)
+    return path
+
+
+def make_regression_csv(path: Path, rows: int = 500, seed: int = 1) -> Path:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(rows, 4))
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"]).round(5)
+    frame["kind"] = rng.choice(["p", "q"], size=rows)
+    frame["price"] = (3 * X[:, 0] - 2 * X[:, 1] + (frame["kind"] == "p") * 1.5 + rng.normal(0, 0.1, rows)).round(4) * 10
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def penguins_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled dataset, prepared once per session."""
+    from pipeline import data
+
+    out = tmp_path_factory.mktemp("prepared") / "penguins"
+    data.prepare_dataset(BUNDLED_CSV, out, test_split=0.2, val_split=0.1, seed=42)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipeline import data
+
+    base = tmp_path_factory.mktemp("synthetic")
+    out = base / "prepared"
+    data.prepare_dataset(make_classification_csv(base / "synth.csv", rows=600), out, seed=3)
+    return out
+
+
+@pytest.fixture(scope="session")
+def regression_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipeline import data
+
+    base = tmp_path_factory.mktemp("regression")
+    out = base / "prepared"
+    data.prepare_dataset(make_regression_csv(base / "reg.csv"), out, seed=3)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real `mlflow server` on 127.0.0.1 and a free port, started once, stopped by PID."""
+    base = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    log = open(base / "server.log", "w")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{base / 'server.db'}",
+         "--default-artifact-root", str(base / "artifacts")],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"mlflow server exited early: {(base / 'server.log').read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("mlflow server did not become healthy in 120 s")
+    yield uri
+    os.killpg(process.pid, 15)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+    log.close()

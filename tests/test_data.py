@@ -1,0 +1,186 @@
+"""Phase 1: pure pieces of data preparation (code), properties of splits (data), and the output folder."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from pipeline import data
+from pipeline.errors import DataError
+
+from conftest import BUNDLED_CSV, make_classification_csv, make_regression_csv
+
+
+def test_preprocessor_fits_on_train_only_and_transforms_purely():
+    train = pd.DataFrame({"n": [1.0, 2.0, np.nan, 5.0], "c": ["a", "b", "a", None]})
+    other = pd.DataFrame({"n": [100.0, np.nan], "c": ["zzz", "b"]})
+    prep = data.Preprocessor(["n"], ["c"]).fit(train)
+    assert prep.medians_ == {"n": 2.0}
+    filled = np.array([1.0, 2.0, 2.0, 5.0])
+    assert prep.means_["n"] == pytest.approx(filled.mean())
+    assert prep.stds_["n"] == pytest.approx(filled.std())
+    assert prep.categories_["c"] == ["a", "(missing)", "b"]  # by frequency, ties by name
+    out = prep.transform(other)
+    assert out.dtype == np.float32 and out.flags["C_CONTIGUOUS"]
+    assert out[0, 0] == pytest.approx((100 - filled.mean()) / filled.std())
+    assert out[1, 0] == pytest.approx((2.0 - filled.mean()) / filled.std())  # imputed with the train median
+    assert out[0, 1:].tolist() == [0, 0, 0]  # unseen category: all zeros, no error
+    assert out[1, 1:].tolist() == [0, 0, 1]
+    # round trip through schema.json's plain values gives the same transform
+    again = data.Preprocessor.from_dict(json.loads(json.dumps(prep.to_dict())))
+    assert np.array_equal(again.transform(other), out)
+
+
+def test_constant_train_column_scales_to_zero_not_nan():
+    prep = data.Preprocessor(["n"], []).fit(pd.DataFrame({"n": [3.0, 3.0]}))
+    assert np.isfinite(prep.transform(pd.DataFrame({"n": [3.0, 4.0]}))).all()
+
+
+@pytest.mark.parametrize("values, expected", [
+    (pd.Series(["a", "b"]), "classification"),
+    (pd.Series([True, False, True]), "classification"),
+    (pd.Series([0, 1, 2, 1] * 10), "classification"),
+    (pd.Series(range(200)), "regression"),           # a count with many values
+    (pd.Series([0.5, 1.25, 3.0]), "regression"),
+])
+def test_infer_task(values, expected):
+    assert data.infer_task(values) == expected
+
+
+def test_task_override():
+    assert data.infer_task(pd.Series([0, 1, 0]), "regression") == "regression"
+
+
+def test_choose_target_rule():
+    assert data.choose_target(["a", "label", "b"], None) == "label"
+    assert data.choose_target(["a", "target", "label"], None) == "target"
+    assert data.choose_target(["a", "b"], None) == "b"
+    with pytest.raises(DataError, match="did you mean 'species'"):
+        data.choose_target(["island", "species"], "specis")
+
+
+def test_infer_columns_drops_what_cannot_be_a_feature():
+    n = 40
+    frame = pd.DataFrame({"id": range(n), "const": [1] * n, "empty": [np.nan] * n, "x": np.arange(n) % 7 * 1.5,
+                          "name": [f"row{i}" for i in range(n)], "colour": ["r", "g"] * (n // 2), "y": [0, 1] * (n // 2)})
+    plan = data.infer_columns(frame, "y")
+    assert plan.numeric == ["x"] and plan.categorical == ["colour"]
+    reasons = {d["name"]: d["reason"] for d in plan.dropped}
+    assert reasons == {"id": "ID-like (a different value in every row)", "const": "constant (one distinct value)",
+                       "empty": "all values missing", "name": "ID-like (a different value in every row)"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 3), min_size=12, max_size=300), st.integers(0, 10_000),
+       st.floats(0.1, 0.4), st.floats(0.0, 0.3))
+def test_splits_are_disjoint_complete_and_stratified(labels, seed, test_split, val_split):
+    labels = np.array(labels)
+    groups = np.arange(len(labels))
+    splits = data.split_indices(labels, groups, test_split=test_split, val_split=val_split, seed=seed)
+    joined = np.concatenate(list(splits.values()))
+    assert sorted(joined.tolist()) == list(range(len(labels)))  # disjoint and complete
+    for label in np.unique(labels):
+        n = int((labels == label).sum())
+        in_test = int((labels[splits["test"]] == label).sum())
+        assert (labels[splits["train"]] == label).any()  # every class is trained on
+        if n >= 3:
+            assert abs(in_test - n * test_split) <= 1  # stratified: proportional within rounding
+    assert np.array_equal(splits["test"], data.split_indices(labels, groups, test_split=test_split,
+                                                              val_split=val_split, seed=seed)["test"])
+
+
+def test_exact_duplicates_never_straddle_splits():
+    labels = np.array([0, 1] * 50)
+    groups = np.repeat(np.arange(20), 5)  # 20 groups of 5 identical rows
+    labels = np.repeat(np.arange(20) % 2, 5)
+    splits = data.split_indices(labels, groups, test_split=0.3, val_split=0.2, seed=1)
+    owner = {}
+    for name, idx in splits.items():
+        for g in np.unique(groups[idx]):
+            assert owner.setdefault(g, name) == name
+
+
+def test_prepare_bundled_dataset(penguins_dir: Path):
+    schema = json.loads((penguins_dir / "schema.json").read_text())
+    assert schema["target"] == "species" and schema["task"] == "classification"
+    assert schema["classes"] == ["Adelie", "Chinstrap", "Gentoo"]
+    assert schema["source"]["sha256"] == "0321e8cdd3a19c9eff8f813792328797c465d8b041fafb5820cc7430d919007e"
+    assert schema["features"]["numeric"] == ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "year"]
+    assert schema["features"]["categorical"] == ["island", "sex"]
+    assert sum(schema["rows"].values()) == 344
+    # stratified: every split has every class in about the overall proportion
+    for split, counts in schema["class_counts"].items():
+        assert all(c > 0 for c in counts), split
+    loaded = data.load_processed(penguins_dir)
+    X, y = loaded.arrays["train"]
+    assert X.dtype == np.float32 and X.flags["C_CONTIGUOUS"] and X.shape == (schema["rows"]["train"], 11)
+    # preprocessing was fitted on train only: train features are standardised, test ones only roughly
+    assert np.allclose(X[:, :5].mean(axis=0), 0, atol=1e-5)
+    assert not np.allclose(loaded.arrays["test"][0][:, :5].mean(axis=0), 0, atol=1e-5)
+    assert not list(penguins_dir.parent.glob(".*tmp*"))  # no staging folder left behind
+
+
+def test_rerun_replaces_own_output_but_never_a_foreign_folder(tmp_path: Path):
+    out = tmp_path / "out"
+    data.prepare_dataset(BUNDLED_CSV, out)
+    first = (out / "schema.json").read_text()
+    data.prepare_dataset(BUNDLED_CSV, out, seed=7)
+    assert (out / "schema.json").read_text() != first
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("precious")
+    with pytest.raises(DataError, match="not an earlier output"):
+        data.prepare_dataset(BUNDLED_CSV, foreign)
+    assert (foreign / "notes.txt").read_text() == "precious"
+
+
+def test_regression_dataset(regression_dir: Path):
+    schema = json.loads((regression_dir / "schema.json").read_text())
+    assert schema["task"] == "regression" and schema["classes"] is None and schema["target"] == "price"
+    y = data.load_processed(regression_dir).arrays["train"][1]
+    assert y.dtype == np.float32
+
+
+def test_utf8_bom_and_header_whitespace(tmp_path: Path):
+    csv = tmp_path / "bom.csv"
+    make_classification_csv(tmp_path / "plain.csv", rows=60)
+    text = (tmp_path / "plain.csv").read_text().replace("x0,", " x0 ,", 1)
+    csv.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    result = data.prepare_dataset(csv, tmp_path / "out")
+    assert "x0" in result.schema["features"]["numeric"]
+    assert result.schema["source"]["encoding"] == "utf-8-sig"
+
+
+def test_latin1_with_encoding_flag(tmp_path: Path):
+    csv = tmp_path / "latin.csv"
+    rows = "\n".join(f"{i % 5},{'café' if i % 2 else 'thé'},{'a' if i % 3 else 'b'}" for i in range(30))
+    csv.write_bytes(("x,drink,label\n" + rows + "\n").encode("latin-1"))
+    with pytest.raises(DataError, match="not valid utf-8"):
+        data.prepare_dataset(csv, tmp_path / "out")
+    result = data.prepare_dataset(csv, tmp_path / "out", encoding="latin-1")
+    assert "drink=café" in result.schema["features"]["processed"]
+
+
+def test_handled_rather_than_refused(tmp_path: Path):
+    """An all-missing column is dropped, rows without a target are dropped: both printed as notes."""
+    csv = make_classification_csv(tmp_path / "d.csv", rows=100)
+    frame = pd.read_csv(csv)
+    frame["blank"] = np.nan
+    frame.loc[[5, 17], "label"] = np.nan
+    frame.to_csv(csv, index=False)
+    notes: list[str] = []
+    result = data.prepare_dataset(csv, tmp_path / "out", notes=notes)
+    assert sum(result.schema["rows"].values()) == 98
+    assert any("dropped 2 row(s) with a missing target (rows 6, 18)" in n for n in notes)
+    assert any("dropped column 'blank': all values missing" in n for n in notes)
+
+
+def test_large_file_reads_fast_path(tmp_path: Path):
+    """The pyarrow engine is used (a numeric column stays numeric, thousands of rows parse)."""
+    csv = make_regression_csv(tmp_path / "big.csv", rows=20_000)
+    loaded = data.read_csv(csv)
+    assert len(loaded.frame) == 20_000 and pd.api.types.is_float_dtype(loaded.frame["a"])
