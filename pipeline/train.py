@@ -330,7 +330,10 @@ class _Batches:
         dataset = _GatherDataset(self.X_np, self.y_np, self.y_dtype)
         loader = torch.utils.data.DataLoader(dataset, sampler=batches, batch_size=None,
                                              num_workers=self.num_workers, pin_memory=non_blocking,
-                                             persistent_workers=False)
+                                             persistent_workers=False,
+                                             # its own generator: starting workers must not consume the global
+                                             # RNG that dropout draws from, or resume/equivalence breaks
+                                             generator=torch.Generator().manual_seed(0))
         for b, (xb, yb) in enumerate(loader, start=start_batch):
             yield b, xb.to(self.device, non_blocking=non_blocking), yb.to(self.device, non_blocking=non_blocking)
 
@@ -356,7 +359,7 @@ def predict_arrays(model: nn.Module, X: np.ndarray, *, device: torch.device, amp
     model.eval()
     outputs = []
     for start in range(0, X.shape[0], batch_size):
-        xb = torch.from_numpy(np.ascontiguousarray(X[start:start + batch_size])).to(device)
+        xb = torch.from_numpy(np.require(X[start:start + batch_size], requirements=['C', 'W'])).to(device)
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             outputs.append(model(xb).float().cpu())
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, 1), dtype=np.float32)
