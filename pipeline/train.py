@@ -662,10 +662,11 @@ def _run_locked(config: TrainConfig, dataset: data.Dataset, device: torch.device
 
     state.status = status
     if status in ("completed", "early_stopped"):
-        test = _final_evaluation(save_dir, net, dataset, device, amp, loss_fn, target_scale, config)
+        best_net = _best_model(save_dir, net, device)  # a copy: `net` keeps the last weights for last.pt
+        test = _final_evaluation(best_net, dataset, device, amp, loss_fn, target_scale)
         record.test = test
-        _export_model(save_dir, net, config, dataset, target_scale)
-        save("last")
+        _export_model(save_dir, best_net, config, dataset, target_scale)
+        save("last")  # records the final status in the checkpoint
         if tensorboard is not None:
             headline = {k: v for k, v in (test or {}).items() if isinstance(v, (int, float))}
             tensorboard.set_hparams({k: v for k, v in config.to_dict().items() if k not in NOT_TRAINING_KEYS}, headline)
@@ -678,6 +679,8 @@ def _run_locked(config: TrainConfig, dataset: data.Dataset, device: torch.device
     _close(tracker, sampler, status)
     if mlflow_sink is not None:
         record.write()  # now with the MLflow run id, if the server answered
+        if mlflow_sink.run_id != state.mlflow_run_id and status != "failed":
+            save("last")  # the server answered after the last save: let a resume re-attach to this run
     exit_code = interrupt.exit_code if status == "interrupted" else EXIT_CODES[status]
     log(f"{status.replace('_', '-')}: {message}" if message else status.replace("_", "-"))
     return RunResult(status, exit_code, save_dir, record.build())
@@ -860,13 +863,21 @@ def _model_spec(config: TrainConfig, dataset: data.Dataset, target_scale: tuple[
             "target_mean": target_scale[0], "target_std": target_scale[1]}
 
 
-def _final_evaluation(save_dir: Path, net: nn.Module, dataset: data.Dataset, device: torch.device,
-                      amp: torch.dtype | None, loss_fn: nn.Module, target_scale: tuple[float, float],
-                      config: TrainConfig) -> dict[str, Any] | None:
-    """Score the best checkpoint's weights on the test split (the model left in memory is the best one)."""
+def _best_model(save_dir: Path, net: nn.Module, device: torch.device) -> nn.Module:
+    """A copy of `net` holding the best checkpoint's weights (or the current ones if there is none)."""
+    import copy
+
+    best_net = copy.deepcopy(net)
     best = save_dir / "best.pt"
     if best.exists():
-        net.load_state_dict(checkpoint.load_checkpoint(best, map_location=device)["model"])
+        best_net.load_state_dict(checkpoint.load_checkpoint(best, map_location=device)["model"])
+    return best_net
+
+
+def _final_evaluation(net: nn.Module, dataset: data.Dataset, device: torch.device, amp: torch.dtype | None,
+                      loss_fn: nn.Module, target_scale: tuple[float, float]) -> dict[str, Any] | None:
+    """Score the best weights on the test split: accuracy, balanced accuracy, macro F1, ROC-AUC, confusion
+    matrix, per-class scores and ROC curves; RMSE/MAE/R² and a sample of predictions for regression."""
     X_test, y_test = dataset.arrays["test"]
     if X_test.shape[0] == 0:
         return None

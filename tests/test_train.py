@@ -255,6 +255,14 @@ def test_early_stopping_then_raising_epochs_continues(penguins_dir: Path, tmp_pa
     first = train.run(train.make_config(dict(cfg, epochs=60)), log=lambda m: None)
     assert first.status == "early_stopped" and first.exit_code == 0
     done = len(first.metrics["epochs"])
+    assert first.metrics["best"]["epoch"] < done
+    # last.pt keeps the last weights (to continue from); the exported model holds the best ones
+    from safetensors.torch import load_file
+    last = checkpoint.load_checkpoint(tmp_path / "s" / "last.pt")["model"]
+    best = checkpoint.load_checkpoint(tmp_path / "s" / "best.pt")["model"]
+    exported = load_file(str(tmp_path / "s" / "model.safetensors"))
+    assert all(torch.equal(exported[k], best[k]) for k in best)
+    assert not all(torch.equal(last[k], best[k]) for k in best)
     more = train.run(train.make_config(dict(cfg, epochs=done + 1)), log=lambda m: None)
     assert len(more.metrics["epochs"]) == done + 1
 

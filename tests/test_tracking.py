@@ -1,0 +1,141 @@
+"""Tracking: the fan-out, an unreachable MLflow server, a real one, and replay after an outage."""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from pipeline import tracking, train
+
+from conftest import free_port, run_script
+
+
+class _Broken:
+    def log_dict(self, metrics, step, kind):
+        raise RuntimeError("disk on fire")
+
+    def log_event(self, record):
+        pass
+
+    def close(self, status):
+        pass
+
+
+class _Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def log_dict(self, metrics, step, kind):
+        self.calls.append((kind, step, dict(metrics)))
+
+    def log_event(self, record):
+        self.calls.append(("event", record["type"], record))
+
+    def close(self, status):
+        self.calls.append(("close", status, None))
+
+
+def test_tracker_drops_a_failing_sink_and_keeps_the_others():
+    good = _Recorder()
+    tracker = tracking.Tracker([_Broken(), good])
+    with pytest.warns(UserWarning, match="_Broken failed .*disk on fire"):
+        tracker.log_dict({"loss": 1.0}, 1)
+    tracker.log_dict({"loss": 0.5}, 2)
+    tracker.close("completed")
+    assert good.calls == [("step", 1, {"loss": 1.0}), ("step", 2, {"loss": 0.5}), ("close", "completed", None)]
+
+
+def test_unreachable_server_never_stalls_training(penguins_dir: Path, tmp_path: Path):
+    """A closed loopback port: training completes promptly with one warning, local logs complete."""
+    uri = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    result = run_script("train_pipeline.py", "--data-dir", penguins_dir, "--epochs", "3", "--save-dir",
+                        tmp_path / "s", "--tracking-uri", uri, "--system-interval", "0.2")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.count("MLflow tracking at") == 1, result.stderr
+    assert "did not take" in result.stderr  # said once at the end: how much was not sent
+    m = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert m["run"]["status"] == "completed" and len(m["epochs"]) == 3 and m["run"]["mlflow"] is None
+    # the whole run, MLflow close deadline included, ends well before MLflow's default ~4 min of retries
+    assert elapsed < 90, elapsed
+
+
+def test_real_server_run_params_metrics_artifacts_and_resume_reattaches(mlflow_server: str, penguins_dir: Path,
+                                                                        tmp_path: Path):
+    from mlflow import MlflowClient
+
+    args = ["--data-dir", penguins_dir, "--save-dir", tmp_path / "s", "--tracking-uri", mlflow_server,
+            "--experiment-name", "tests", "--run-name", "server-run", "--log-every", "2"]
+    first = run_script("train_pipeline.py", *args, "--epochs", "2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_script("train_pipeline.py", *args, "--epochs", "3")
+    assert second.returncode == 0, second.stderr[-3000:]
+    m = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    run_id = m["run"]["mlflow"]["run_id"]
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "server-run"
+    assert run.data.params["learning_rate"] == "0.001" and run.data.params["hidden_sizes"] == "[256, 128]"
+    val = client.get_metric_history(run_id, "val_loss")
+    assert sorted(p.step for p in val) == [8, 16, 24]  # one run across the resume, one value per epoch
+    assert [round(p.value, 6) for p in sorted(val, key=lambda p: p.step)] == [round(e["val_loss"], 6) for e in m["epochs"]]
+    assert len(client.get_metric_history(run_id, "step_loss")) >= 10
+    assert client.get_metric_history(run_id, "rss_mb")  # system metrics
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"metrics.json", "config.yaml", "model_weights"} <= artifacts
+    assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.name == "train"
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+
+
+def test_buffered_metrics_are_replayed_after_an_outage(mlflow_server: str, monkeypatch):
+    """The server refuses the first sends; the sink warns once, keeps them, and delivers all later."""
+    from mlflow import MlflowClient
+
+    real = MlflowClient.log_batch
+    failures = {"left": 3}
+
+    def flaky(self, *args, **kwargs):
+        if kwargs.get("metrics") and failures["left"] > 0:
+            failures["left"] -= 1
+            raise ConnectionError("server restarting")
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(MlflowClient, "log_batch", flaky)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sink = tracking.MlflowSink(mlflow_server, "replay", "replay-run", close_timeout_s=60)
+        for step in range(1, 21):
+            sink.log_dict({"loss": 1.0 / step}, step, "step")
+            time.sleep(0.05)
+        sink.close("completed")
+    assert failures["left"] == 0
+    assert sum("unavailable" in str(w.message) for w in caught) == 1
+    history = MlflowClient(mlflow_server).get_metric_history(sink.run_id, "step_loss")
+    assert sorted(p.step for p in history) == list(range(1, 21))
+    assert MlflowClient(mlflow_server).get_run(sink.run_id).info.status == "FINISHED"
+
+
+def test_failed_and_interrupted_runs_end_with_the_right_mlflow_status(mlflow_server: str):
+    from mlflow import MlflowClient
+
+    for ours, theirs in (("failed", "FAILED"), ("interrupted", "KILLED")):
+        sink = tracking.MlflowSink(mlflow_server, "status", f"{ours}-run")
+        sink.log_dict({"loss": 1.0}, 1, "step")
+        sink.close(ours)
+        assert MlflowClient(mlflow_server).get_run(sink.run_id).info.status == theirs
+
+
+def test_tensorboard_events_are_readable(penguins_dir: Path, tmp_path: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train.run(train.make_config(dict(data_dir=str(penguins_dir), save_dir=str(tmp_path / "s"), epochs=2,
+                                     mlflow=False, system_interval=0.1, progress="off", log_every=2)),
+              log=lambda m: None)
+    events = EventAccumulator(str(tmp_path / "s" / "logs"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "epoch/train_loss", "epoch/val_loss", "epoch/val_accuracy", "system/rss_mb"} <= tags
+    assert [e.step for e in events.Scalars("epoch/val_loss")] == [8, 16]
