@@ -1,0 +1,471 @@
+"""Phase 3: follow a training run from its log files — a live terminal dashboard and alerts.
+
+    python solutions/monitor_training.py --log-dir checkpoints/logs          # live, until the run ends
+    python solutions/monitor_training.py --log-dir checkpoints/logs --once   # one snapshot
+
+Only files under the log folder are read (`metrics.jsonl`, `system.jsonl`), incrementally and tolerantly:
+a half-written last line is left for the next poll, a truncated or replaced file is read again from the
+start. `detect_alerts` is pure: it takes the parsed history and returns what deserves attention.
+"""
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TERMINAL = ("completed", "early_stopped", "failed", "interrupted", "lost")
+EXIT_CODES = {"completed": 0, "early_stopped": 0, "failed": 1, "interrupted": 3, "lost": 4}
+
+
+# --------------------------------------------------------------------------------------------- reading
+class JsonlTail:
+    """Reads the complete new lines of a growing JSONL file on every `poll()`."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.offset = 0
+        self.inode: int | None = None
+
+    def poll(self) -> tuple[list[dict[str, Any]], bool]:
+        """(new records, reset) — reset is True when the file was replaced or truncated (start over)."""
+        import json
+
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return [], False
+        reset = False
+        if self.inode is not None and (stat.st_ino != self.inode or stat.st_size < self.offset):
+            self.offset, reset = 0, True
+        self.inode = stat.st_ino
+        records = []
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            return [], reset
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return [], reset
+        for line in chunk[:end].split(b"\n"):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        self.offset += end + 1
+        return records, reset
+
+
+@dataclass
+class RunView:
+    """Everything known about a run from its logs."""
+    log_dir: Path
+    run: dict[str, Any] | None = None          # the latest 'run' record (start or resume)
+    status: str = "waiting"
+    message: str = ""
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    system: list[dict[str, Any]] = field(default_factory=list)
+    last_event_time: float | None = None
+
+    def apply(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            kind = record.get("type")
+            self.last_event_time = max(self.last_event_time or 0.0, float(record.get("time") or 0.0))
+            if kind == "run":
+                self.run, self.status, self.message = record, "running", ""
+                start = int(record.get("start_step", 0))  # a resume replays steps after its checkpoint
+                self.steps = [s for s in self.steps if s.get("step", 0) <= start]
+                self.epochs = [e for e in self.epochs if e.get("step", 0) <= start]
+            elif kind == "status":
+                self.status, self.message = str(record.get("status")), str(record.get("message") or "")
+            elif kind == "step":
+                self.steps.append(record)
+            elif kind == "epoch":
+                self.epochs.append(record)
+
+    # ---- derived values
+    @property
+    def total_epochs(self) -> int | None:
+        return self.run.get("epochs") if self.run else None
+
+    @property
+    def steps_per_epoch(self) -> int | None:
+        return self.run.get("steps_per_epoch") if self.run else None
+
+    @property
+    def global_step(self) -> int:
+        last = [r.get("step", 0) for r in (self.steps[-1:] + self.epochs[-1:])]
+        return max(last) if last else int(self.run.get("start_step", 0)) if self.run else 0
+
+    def seconds_per_step(self) -> float | None:
+        timed = [s for s in self.steps[-50:] if s.get("time")]
+        if len(timed) >= 2 and timed[-1]["step"] > timed[0]["step"]:
+            return (timed[-1]["time"] - timed[0]["time"]) / (timed[-1]["step"] - timed[0]["step"])
+        if self.epochs and self.steps_per_epoch:
+            return self.epochs[-1].get("epoch_seconds", 0) / self.steps_per_epoch
+        return None
+
+    def eta_seconds(self) -> float | None:
+        per_step = self.seconds_per_step()
+        if per_step is None or not self.total_epochs or not self.steps_per_epoch:
+            return None
+        remaining = self.total_epochs * self.steps_per_epoch - self.global_step
+        return max(0.0, remaining * per_step)
+
+    def best(self) -> tuple[int, str, float] | None:
+        from pipeline.metrics import is_better
+
+        metric = (self.run or {}).get("monitor_metric", "val_loss")
+        best = None
+        for e in self.epochs:
+            value = e.get(metric)
+            if isinstance(value, (int, float)) and is_better(metric, value, best[2] if best else None):
+                best = (e["epoch"], metric, value)
+        return best
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunFollower:
+    """Polls the log folder and keeps a RunView up to date; marks a run 'lost' when its process is gone."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = Path(log_dir)
+        self.view = RunView(self.log_dir)
+        self.metrics_tail = JsonlTail(self.log_dir / "metrics.jsonl")
+        self.system_tail = JsonlTail(self.log_dir / "system.jsonl")
+
+    def poll(self) -> RunView:
+        records, reset = self.metrics_tail.poll()
+        if reset:
+            self.view = RunView(self.log_dir)
+            self.system_tail = JsonlTail(self.log_dir / "system.jsonl")
+        self.view.apply(records)
+        samples, reset_system = self.system_tail.poll()
+        if reset_system:
+            self.view.system = []
+        self.view.system = (self.view.system + samples)[-2000:]
+        run = self.view.run
+        if self.view.status == "running" and run and run.get("host") == socket.gethostname():
+            if not process_alive(int(run.get("pid", 0))):
+                # one more read: the process may have written its final status just before exiting
+                records, _ = self.metrics_tail.poll()
+                self.view.apply(records)
+                if self.view.status == "running":
+                    self.view.status = "lost"
+                    self.view.message = f"process {run.get('pid')} is gone without a final status (killed or crashed)"
+        return self.view
+
+
+# ---------------------------------------------------------------------------------------------- alerts
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    severity: str  # "warning" | "critical"
+    message: str
+
+
+def detect_overfitting(epochs: list[dict[str, Any]], patience: int = 3) -> str | None:
+    """Validation loss rising while training loss falls for `patience` epochs in a row, or a train/val gap
+    that has widened for `patience` epochs while validation loss stalled, and is now >20% of it."""
+    pairs = [(e.get("train_loss"), e.get("val_loss")) for e in epochs]
+    pairs = [(t, v) for t, v in pairs if isinstance(t, (int, float)) and isinstance(v, (int, float))]
+    if len(pairs) < patience + 1:
+        return None
+    recent = pairs[-(patience + 1):]
+    diverging = all(b[1] > a[1] and b[0] < a[0] for a, b in zip(recent, recent[1:]))
+    if diverging:
+        return (f"validation loss rose for {patience} epochs ({recent[0][1]:.4g} -> {recent[-1][1]:.4g}) while "
+                f"training loss fell ({recent[0][0]:.4g} -> {recent[-1][0]:.4g})")
+    gaps = [v - t for t, v in recent]
+    # a growing gap is normal while validation still improves; it is overfitting once validation stalls
+    val_stalled = min(v for _, v in recent[1:]) >= recent[0][1] * 0.99
+    if all(b > a for a, b in zip(gaps, gaps[1:])) and val_stalled and gaps[-1] > 0.2 * abs(recent[-1][1]):
+        return (f"the train/validation gap widened for {patience} epochs (now {gaps[-1]:.4g}) while validation "
+                "loss stopped improving")
+    return None
+
+
+def detect_alerts(view: RunView, now: float | None = None, *, overfit_patience: int = 3, stall_factor: float = 20.0,
+                  min_stall_s: float = 60.0, input_bound_fraction: float = 0.3, memory_percent: float = 90.0,
+                  gpu_temperature_c: float = 85.0) -> list[Alert]:
+    """Everything that deserves a person's attention now, most severe first."""
+    now = time.time() if now is None else now
+    alerts: list[Alert] = []
+    losses = [s.get("loss") for s in view.steps[-20:]] + [e.get(k) for e in view.epochs[-3:]
+                                                          for k in ("train_loss", "val_loss") if k in e]
+    if any(v is None or (isinstance(v, float) and not math.isfinite(v)) for v in losses) or \
+            (view.status == "failed" and "non-finite" in view.message):
+        alerts.append(Alert("non_finite_loss", "critical", "the loss is NaN/inf: lower the learning rate, add "
+                            "--grad-clip, or check the data"))
+    if view.status == "lost":
+        alerts.append(Alert("lost", "critical", view.message))
+    overfit = detect_overfitting(view.epochs, overfit_patience)
+    if overfit:
+        alerts.append(Alert("overfitting", "warning", overfit + "; consider early stopping, more dropout or "
+                            "weight decay"))
+    if view.status == "running" and view.last_event_time:
+        per_step = view.seconds_per_step() or 0.0
+        limit = max(min_stall_s, stall_factor * per_step)
+        silent = now - view.last_event_time
+        if silent > limit:
+            alerts.append(Alert("stalled", "warning", f"no new event for {silent:.0f}s (usual step time "
+                                f"{per_step:.3g}s); the run may be stuck"))
+    if view.epochs:
+        last = view.epochs[-1]
+        total = last.get("epoch_seconds") or 0.0
+        waited = last.get("data_seconds") or 0.0
+        on_gpu = str((view.run or {}).get("device", "")).startswith("cuda")
+        if on_gpu and total > 0 and waited / total > input_bound_fraction:
+            alerts.append(Alert("input_bound", "warning", f"{100 * waited / total:.0f}% of the last epoch waited for "
+                                "data: the GPU is starved (use the in-memory loader, more --num-workers, bigger batches)"))
+    if view.system:
+        sample = view.system[-1]
+        if (sample.get("ram_percent") or 0) > memory_percent:
+            alerts.append(Alert("memory_pressure", "warning", f"system RAM at {sample['ram_percent']:.0f}%"))
+        for gpu in sample.get("gpus", []):
+            used, total = gpu.get("mem_used_mb"), gpu.get("mem_total_mb")
+            if used and total and 100 * used / total > memory_percent:
+                alerts.append(Alert("memory_pressure", "warning", f"GPU {gpu['index']} memory at {100 * used / total:.0f}%"))
+            if (gpu.get("temperature_c") or 0) > gpu_temperature_c:
+                alerts.append(Alert("temperature", "warning", f"GPU {gpu['index']} at {gpu['temperature_c']:.0f} °C"))
+            util = [s2["gpus"][gpu["index"]].get("util_percent") for s2 in view.system[-10:]
+                    if len(s2.get("gpus", [])) > gpu["index"]]
+            util = [u for u in util if u is not None]
+            if view.status == "running" and len(util) >= 5 and sum(util) / len(util) < 30:
+                alerts.append(Alert("input_bound", "warning", f"GPU {gpu['index']} averaged {sum(util) / len(util):.0f}% "
+                                    "utilisation over the last samples: likely waiting on input or the CPU"))
+    return sorted(alerts, key=lambda a: a.severity != "critical")
+
+
+# --------------------------------------------------------------------------------------------- display
+def smooth(values: list[float], alpha: float = 0.3) -> list[float]:
+    """Exponential moving average (the 'smoothing' slider of TensorBoard)."""
+    out: list[float] = []
+    for value in values:
+        out.append(value if not out else alpha * value + (1 - alpha) * out[-1])
+    return out
+
+
+def ascii_chart(series: dict[str, list[float]], width: int = 60, height: int = 10) -> list[str]:
+    """Several series in one text chart; each series gets its own mark. Returns the lines."""
+    marks = "*o+x#"
+    clean = {name: [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+             for name, values in series.items()}
+    clean = {k: v for k, v in clean.items() if v}
+    if not clean:
+        return ["(no data yet)"]
+    low = min(min(v) for v in clean.values())
+    high = max(max(v) for v in clean.values())
+    span = (high - low) or 1.0
+    grid = [[" "] * width for _ in range(height)]
+    for mark, values in zip(marks, clean.values()):
+        n = len(values)
+        # one point per column when there are more values than columns, else spread the values out
+        points = ([(c, values[c * n // width]) for c in range(width)] if n > width else
+                  [(round(i * (width - 1) / max(1, n - 1)), v) for i, v in enumerate(values)])
+        for column, value in points:
+            row = height - 1 - int(round((value - low) / span * (height - 1)))
+            grid[row][column] = mark
+    lines = [f"{high:>9.4g} |" + "".join(grid[0])]
+    lines += ["          |" + "".join(row) for row in grid[1:-1]]
+    lines.append(f"{low:>9.4g} |" + "".join(grid[-1]))
+    lines.append("           " + "  ".join(f"{m} {name}" for m, name in zip(marks, clean)))
+    return lines
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m{rest % 60:02d}s" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def snapshot_lines(view: RunView, alerts: list[Alert], width: int = 60) -> list[str]:
+    """The dashboard as plain text lines (used for --once, pipes, and inside the rich layout)."""
+    lines = [f"run: {(view.run or {}).get('run_name', '?')}   status: {view.status.upper()}"
+             + (f"   device: {view.run.get('device')}" if view.run else "")]
+    if view.message:
+        lines.append(f"  {view.message}")
+    if view.run is None:
+        lines.append(f"waiting for a run to write {view.log_dir / 'metrics.jsonl'} ...")
+        return lines
+    epoch = view.epochs[-1]["epoch"] if view.epochs else 0
+    total = view.total_epochs or 0
+    spe = view.steps_per_epoch or 1
+    done = view.global_step / max(1, total * spe)
+    bar = "#" * int(30 * done) + "-" * (30 - int(30 * done))
+    lines.append(f"progress: [{bar}] {100 * done:5.1f}%  epoch {epoch}/{total}  step {view.global_step}/{total * spe}"
+                 + (f"  ETA {_duration(view.eta_seconds())}" if view.status == "running" else ""))
+    if view.epochs:
+        last = view.epochs[-1]
+        shown = [f"{k} {last[k]:.4g}" for k in ("train_loss", "val_loss", "val_accuracy", "val_f1_macro", "val_rmse",
+                                                 "val_r2", "lr") if isinstance(last.get(k), (int, float))]
+        lines.append("latest: " + "  ".join(shown))
+        lines.append(f"speed: {last.get('samples_per_second', 0):,.0f} samples/s, "
+                     f"{last.get('epoch_seconds', 0):.2f}s/epoch (data wait {last.get('data_seconds', 0):.2f}s)")
+    best = view.best()
+    if best:
+        lines.append(f"best: {best[1]} {best[2]:.4g} at epoch {best[0]}")
+    lines.append("")
+    lines.append("loss per epoch:")
+    lines += ascii_chart({"train_loss": [e.get("train_loss") for e in view.epochs],
+                          "val_loss": [e.get("val_loss") for e in view.epochs]}, width=width, height=8)
+    if view.system:
+        s = view.system[-1]
+        lines.append("")
+        lines.append(f"system: CPU {s.get('cpu_percent', 0):.0f}% (process {s.get('process_cpu_percent', 0):.0f}%)  "
+                     f"RAM {s.get('ram_percent', 0):.0f}%  RSS {s.get('rss_mb', 0):,.0f} MB")
+        for gpu in s.get("gpus", []):
+            parts = [f"GPU {gpu['index']} {gpu.get('name', '')}"]
+            if "util_percent" in gpu:
+                parts.append(f"util {gpu['util_percent']:.0f}%")
+            if "mem_used_mb" in gpu:
+                parts.append(f"mem {gpu['mem_used_mb']:,.0f}/{gpu.get('mem_total_mb', 0):,.0f} MB")
+            if "temperature_c" in gpu:
+                parts.append(f"{gpu['temperature_c']:.0f} °C")
+            if "power_w" in gpu:
+                parts.append(f"{gpu['power_w']:.0f} W")
+            lines.append("  " + "  ".join(parts))
+    lines.append("")
+    lines += [f"ALERT [{a.severity}] {a.name}: {a.message}" for a in alerts] or ["alerts: none"]
+    return lines
+
+
+def render_rich(view: RunView, alerts: list[Alert]) -> Any:
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.text import Text
+
+    colour = {"running": "cyan", "completed": "green", "early_stopped": "green", "failed": "red",
+              "interrupted": "yellow", "lost": "red", "waiting": "white"}.get(view.status, "white")
+    body = Text("\n".join(snapshot_lines(view, [], width=70)))
+    parts: list[Any] = [Panel(body, title=f"[bold {colour}]{view.status.upper()}[/]", border_style=colour)]
+    if alerts:
+        alert_text = Text()
+        for a in alerts:
+            alert_text.append(f"{a.name}: ", style="bold red" if a.severity == "critical" else "bold yellow")
+            alert_text.append(a.message + "\n")
+        parts.append(Panel(alert_text, title="alerts", border_style="red"))
+    return Group(*parts)
+
+
+def follow(log_dir: Path, *, refresh: float = 2.0, once: bool = False, console: Any = None,
+           max_wait_s: float | None = None) -> int:
+    """Show the run until it ends (or once). Returns an exit code reflecting the run's status."""
+    from rich.console import Console
+    from rich.live import Live
+
+    console = console or Console()
+    follower = RunFollower(log_dir)
+    view = follower.poll()
+    if once:
+        for line in snapshot_lines(view, detect_alerts(view)):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        return EXIT_CODES.get(view.status, 0)
+    started = time.monotonic()
+    if not console.is_terminal:  # piped: a plain line per change, no screen redraws
+        last_key = None
+        while True:
+            view = follower.poll()
+            key = (view.status, len(view.epochs), view.global_step // 50)
+            if key != last_key:
+                alerts = detect_alerts(view)
+                latest = snapshot_lines(view, alerts)
+                console.print(" | ".join(l for l in latest[:4] if l), markup=False, highlight=False, soft_wrap=True)
+                for alert in alerts:
+                    console.print(f"ALERT {alert.name}: {alert.message}", markup=False, highlight=False, soft_wrap=True)
+                last_key = key
+            if view.status in TERMINAL or (max_wait_s and time.monotonic() - started > max_wait_s):
+                break
+            time.sleep(refresh)
+    else:
+        with Live(render_rich(view, detect_alerts(view)), console=console, refresh_per_second=4,
+                  screen=False) as live:
+            while view.status not in TERMINAL:
+                if max_wait_s and time.monotonic() - started > max_wait_s:
+                    break
+                time.sleep(refresh)
+                view = follower.poll()
+                live.update(render_rich(view, detect_alerts(view)))
+    for line in snapshot_lines(view, detect_alerts(view))[:3]:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    return EXIT_CODES.get(view.status, 0)
+
+
+# ------------------------------------------------------------------------------------ notebook dashboard
+def notebook_dashboard(log_dir: Path, *, refresh: float = 2.0, timeout_s: float = 600.0) -> RunView:
+    """A live ipywidgets + matplotlib dashboard in a notebook cell; returns when the run ends."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    follower = RunFollower(Path(log_dir))
+    header = widgets.HTML()
+    progress = widgets.FloatProgress(min=0.0, max=1.0, description="progress")
+    plot = widgets.Output()
+    alerts_box = widgets.HTML()
+    display(widgets.VBox([header, progress, plot, alerts_box]))
+    started = time.monotonic()
+    while True:
+        view = follower.poll()
+        total = (view.total_epochs or 1) * (view.steps_per_epoch or 1)
+        progress.value = min(1.0, view.global_step / total)
+        import html
+
+        header.value = (f"<b>{html.escape(view.status.upper())}</b> — epoch "
+                        f"{view.epochs[-1]['epoch'] if view.epochs else 0}/{view.total_epochs or '?'}, "
+                        f"ETA {_duration(view.eta_seconds())}")
+        alerts_box.value = "<br>".join(f"⚠ <b>{html.escape(a.name)}</b>: {html.escape(a.message)}"
+                                       for a in detect_alerts(view)) or "no alerts"
+        with plot:
+            plot.clear_output(wait=True)
+            figure = plot_run(view)
+            plt.show()
+            plt.close(figure)
+        if view.status in TERMINAL or time.monotonic() - started > timeout_s:
+            return view
+        time.sleep(refresh)
+
+
+def plot_run(view: RunView) -> Any:
+    """Loss curves, the validation metric and CPU/RSS over time, as one matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+    epochs = [e["epoch"] for e in view.epochs]
+    axes[0].plot(epochs, [e.get("train_loss") for e in view.epochs], label="train")
+    if any("val_loss" in e for e in view.epochs):
+        axes[0].plot(epochs, [e.get("val_loss") for e in view.epochs], label="validation")
+    axes[0].set(title="loss", xlabel="epoch")
+    axes[0].legend()
+    metric = next((k for k in ("val_accuracy", "val_r2") if view.epochs and k in view.epochs[-1]), None)
+    if metric:
+        axes[1].plot(epochs, [e.get(metric) for e in view.epochs], color="tab:green")
+        axes[1].set(title=metric, xlabel="epoch")
+    if view.system:
+        t0 = view.system[0]["time"]
+        times = [s["time"] - t0 for s in view.system]
+        axes[2].plot(times, [s.get("cpu_percent") for s in view.system], label="CPU %")
+        ax2 = axes[2].twinx()
+        ax2.plot(times, [s.get("rss_mb") for s in view.system], color="tab:red", label="RSS MB")
+        axes[2].set(title="resources", xlabel="seconds")
+    figure.tight_layout()
+    return figure
