@@ -701,7 +701,8 @@ def _progress_enabled(setting: str) -> bool:
         return False
     if setting == "bar":
         return True
-    return sys.stderr.isatty() and "PAPERMILL_EXECUTION" not in os.environ
+    # a terminal, or a notebook kernel (papermill runs pass progress="off": its widget would freeze)
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
 def _loop(config: TrainConfig, state: TrainingState, train_model: nn.Module, net: nn.Module,

@@ -1,0 +1,166 @@
+"""The course: nbval in both directions, the exercise generator, notebook hygiene, the papermill chain, a
+sweep, and JupyterLab serving the notebooks."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from pipeline import course
+
+from conftest import ROOT, free_port
+
+SOLUTIONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
+EXERCISES = sorted((ROOT / "exercises").glob("[0-9][0-9]_*.ipynb"))
+ALL_NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb")) + SOLUTIONS + EXERCISES
+
+
+def test_every_phase_has_notebook_solution_and_exercise():
+    phases = {p.name[:2] for p in (ROOT / "notebooks").glob("*.ipynb")}
+    assert phases >= {"01", "02", "03", "04"}
+    assert {p.name for p in SOLUTIONS} == {p.name for p in EXERCISES}
+    assert {p.name[:2] for p in SOLUTIONS} == {"01", "02", "03", "04"}
+
+
+@pytest.mark.parametrize("notebook", SOLUTIONS, ids=lambda p: p.name)
+def test_solutions_pass_nbval(notebook: Path):
+    results = course.run_nbval(notebook)
+    assert results and all(r["passed"] for r in results), [r for r in results if not r["passed"]]
+    assert sum("check" in r["tags"] for r in results) >= 2
+
+
+@pytest.mark.parametrize("notebook", EXERCISES, ids=lambda p: p.name)
+def test_exercises_fail_every_check_for_the_stub_reason(notebook: Path):
+    results = course.run_nbval(notebook)
+    checks = [r for r in results if "check" in r["tags"]]
+    others = [r for r in results if "check" not in r["tags"]]
+    assert len(checks) >= 2
+    for r in checks:
+        assert not r["passed"], f"check cell {r['index']} passes unsolved: it cannot catch a wrong answer"
+        assert r["error"].startswith("NotImplementedError: Exercise "), r
+    assert all(r["passed"] for r in others), [r for r in others if not r["passed"]]
+
+
+def test_exercises_are_generated_from_solutions():
+    assert course.generate_exercises(check_only=True) == [], "run `make exercises` and commit the result"
+
+
+def test_stub_keeps_indentation_and_removes_the_answer():
+    source = "def f(x):\n    '''doc'''\n    ### BEGIN SOLUTION\n    return x * 42\n    ### END SOLUTION\n"
+    stubbed = course.stub_source(source, "Exercise 7")
+    assert "42" not in stubbed and "'''doc'''" in stubbed
+    assert '    raise NotImplementedError("Exercise 7: not solved yet' in stubbed
+    namespace: dict = {}
+    exec(stubbed, namespace)
+    with pytest.raises(NotImplementedError, match="Exercise 7"):
+        namespace["f"](1)
+    with pytest.raises(Exception, match="without"):
+        course.stub_source("### BEGIN SOLUTION\nx = 1\n", "Exercise 1")
+
+
+@pytest.mark.parametrize("notebook", ALL_NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_notebook_hygiene(notebook: Path):
+    nb = nbformat.read(str(notebook), as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, "committed with outputs"
+    assert "widgets" not in nb.metadata
+    if notebook.parent.name == "notebooks":
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, "exactly one cell tagged `parameters`"
+        assert "os.getcwd" not in nb_source(nb) and "Path.cwd" not in nb_source(nb)
+    verify = subprocess.run([sys.executable, "-m", "nbstripout", "--verify", str(notebook)], capture_output=True,
+                            text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def nb_source(nb) -> str:
+    return "\n".join(c.source for c in nb.cells)
+
+
+def test_make_check_reports_each_check(tmp_path: Path):
+    result = subprocess.run([sys.executable, "-m", "pipeline.course", "check", "04"], capture_output=True, text=True,
+                            timeout=600, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "check 1: FAILED  NotImplementedError: Exercise 1" in result.stdout
+    assert "0/3 checks pass" in result.stdout
+    bad = subprocess.run([sys.executable, "-m", "pipeline.course", "check", "09"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "no exercises/09_*.ipynb" in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("demo")
+    params = base / "smoke.yaml"
+    params.write_text(f"common:\n  report: {base / 'report.html'}\n02_training_pipeline:\n  epochs: 4\n"
+                      "03_monitoring:\n  epochs: 3\n")
+    return course.demo(params, base / "run", log=lambda m: None)
+
+
+def test_papermill_chain_01_to_04(demo_run: dict[str, Path]):
+    """What `make demo` runs, from another working directory, on smoke parameters."""
+    for name in course.NOTEBOOKS:
+        executed = nbformat.read(str(demo_run["executed notebooks"] / f"{name}.ipynb"), as_version=4)
+        errors = [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, (name, errors[:1])
+        assert executed.metadata["papermill"]["parameters"]
+    metrics = json.loads(demo_run["metrics"].read_text())
+    assert metrics["run"]["status"] == "completed" and len(metrics["epochs"]) == 4
+    assert (demo_run["processed data"] / "schema.json").is_file()
+    html = demo_run["report"].read_text()
+    assert "Learning curves" in html and "<script" not in html
+    nb02 = nbformat.read(str(demo_run["executed notebooks"] / "02_training_pipeline.ipynb"), as_version=4)
+    text = "".join(o.get("text", "") for c in nb02.cells for o in c.get("outputs", []))
+    assert "killed; last.pt holds epoch" in text and "status: completed | resumed: [{" in text
+    assert "epoch 4/4" in text and "it/s" not in text  # one line per epoch, no progress bar under papermill
+    nb03 = nbformat.read(str(demo_run["executed notebooks"] / "03_monitoring.ipynb"), as_version=4)
+    assert "[warning] overfitting" in "".join(o.get("text", "") for c in nb03.cells for o in c.get("outputs", []))
+
+
+def test_sweep_runs_notebook_02_per_learning_rate(tmp_path: Path):
+    params = tmp_path / "p.yaml"
+    params.write_text("02_training_pipeline:\n  epochs: 2\n")
+    output = course.sweep(params, [0.001, 0.01], tmp_path / "sweep", log=lambda m: None)
+    html = output.read_text()
+    assert "sweep-lr_0.001" in html and "sweep-lr_0.01" in html and ">Comparison<" in html
+    assert "<th>learning_rate</th>" in html
+
+
+def test_jupyterlab_serves_the_course(tmp_path: Path):
+    port, token = free_port(), "course-smoke-token"
+    command = [str(Path(sys.executable).with_name("jupyter")), "lab", "--no-browser", "--ip", "127.0.0.1",
+               "--port", str(port), f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ROOT}"]
+    if os.geteuid() == 0:
+        command.append("--allow-root")
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"))
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "lab.log", "w"),
+                               env=env, start_new_session=True)
+    try:
+        deadline, status = time.monotonic() + 90, None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}", timeout=5) as response:
+                    status = response.status
+                    page = response.read().decode()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert status == 200, (tmp_path / "lab.log").read_text()[-2000:]
+        assert "JupyterLab" in page
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents/notebooks?token={token}", timeout=10) as r:
+            names = {item["name"] for item in json.load(r)["content"]}
+        assert "01_data_preparation.ipynb" in names
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/kernelspecs?token={token}", timeout=10) as r:
+            assert "python3" in json.load(r)["kernelspecs"]
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)
