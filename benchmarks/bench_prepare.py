@@ -1,0 +1,100 @@
+"""Benchmark: preparing a 1,000,000-row x 34-column CSV against a bare `pandas.read_csv` of the same file.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_prepare.py [--rows 1000000] [--rounds 3]
+
+Each measurement runs in a fresh subprocess (so peak RSS is its own), baseline and pipeline interleaved.
+Goals (issue 2): prepare <= 2x read_csv time; prepare peak RSS <= 3x the CSV's size; loading the processed
+training split into a tensor well under a second.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+CHILD = r"""
+import json, resource, sys, time
+kind, csv, out = sys.argv[1], sys.argv[2], sys.argv[3]
+started = time.perf_counter()
+if kind == "read_csv_c":
+    import pandas as pd
+    frame = pd.read_csv(csv)
+elif kind == "read_csv_pyarrow":
+    import pandas as pd
+    frame = pd.read_csv(csv, engine="pyarrow")
+elif kind == "prepare":
+    from pipeline import data
+    data.prepare_dataset(csv, out, seed=0)
+elif kind == "load":
+    import torch
+    from pipeline import data
+    started = time.perf_counter()
+    X = torch.from_numpy(data.load_split(out, "train")[0])
+    assert X.is_contiguous() and X.dtype == torch.float32
+seconds = time.perf_counter() - started
+print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def make_csv(path: Path, rows: int, seed: int = 0) -> None:
+    """30 numeric columns (5% missing in some), 3 categorical, a 4-class target: 34 columns."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    rng = np.random.default_rng(seed)
+    columns = {}
+    for i in range(30):
+        values = rng.normal(loc=i, scale=1 + i % 5, size=rows).round(4)
+        if i % 7 == 0:
+            mask = rng.random(rows) < 0.05
+            columns[f"num_{i:02d}"] = pa.array(values, mask=mask)
+        else:
+            columns[f"num_{i:02d}"] = pa.array(values)
+    for i, k in enumerate((5, 12, 40)):
+        columns[f"cat_{i}"] = pa.array(rng.choice([f"c{j}" for j in range(k)], size=rows))
+    columns["target"] = pa.array(rng.choice(["a", "b", "c", "d"], size=rows, p=[0.4, 0.3, 0.2, 0.1]))
+    pacsv.write_csv(pa.table(columns), path)
+
+
+def measure(kind: str, csv: Path, out: Path) -> dict:
+    done = subprocess.run([sys.executable, "-c", CHILD, kind, str(csv), str(out)], capture_output=True, text=True,
+                          check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / "big.csv"
+        started = time.perf_counter()
+        make_csv(csv, args.rows)
+        size_mb = csv.stat().st_size / 2**20
+        print(f"CSV: {args.rows:,} rows x 34 columns, {size_mb:.0f} MiB (made in {time.perf_counter() - started:.1f}s)")
+        results: dict[str, list[dict]] = {"read_csv_c": [], "read_csv_pyarrow": [], "prepare": [], "load": []}
+        for round_ in range(args.rounds):
+            for kind in ("read_csv_c", "prepare", "read_csv_pyarrow", "load"):
+                results[kind].append(measure(kind, csv, Path(tmp) / "prepared"))
+            print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]['seconds']:.2f}s/{v[-1]['peak_rss_mb']:.0f}MB"
+                                                      for k, v in results.items()))
+        best = {k: min(r["seconds"] for r in v) for k, v in results.items()}
+        rss = {k: max(r["peak_rss_mb"] for r in v) for k, v in results.items()}
+        print()
+        print(f"pandas.read_csv (C engine):       {best['read_csv_c']:.2f}s   peak RSS {rss['read_csv_c']:.0f} MiB")
+        print(f"pandas.read_csv (pyarrow engine): {best['read_csv_pyarrow']:.2f}s   peak RSS {rss['read_csv_pyarrow']:.0f} MiB")
+        print(f"prepare_dataset (whole phase 1):  {best['prepare']:.2f}s   peak RSS {rss['prepare']:.0f} MiB")
+        print(f"ratio prepare / read_csv(C):      {best['prepare'] / best['read_csv_c']:.2f}x   (goal <= 2.0x)")
+        print(f"ratio peak RSS / CSV size:        {rss['prepare'] / size_mb:.2f}x   (goal <= 3.0x)")
+        print(f"load train split into a tensor:   {1000 * best['load']:.0f} ms   (goal well under 1 s)")
+
+
+if __name__ == "__main__":
+    main()
