@@ -40,7 +40,7 @@ mlflow-ui: setup
 	$(BIN)/mlflow ui --host $(HOST) --port 5000 --backend-store-uri sqlite:///mlflow.db
 
 tensorboard: setup
-	$(BIN)/tensorboard --host $(HOST) --port 6006 --logdir runs
+	$(BIN)/tensorboard --host $(HOST) --port 6006 --logdir_spec runs:runs,checkpoints:checkpoints
 
 check: setup
 	@test -n "$(EX)" || { echo "usage: make check EX=01" >&2; exit 2; }

@@ -169,7 +169,7 @@ class MlflowSink:
 
     def __init__(self, tracking_uri: str, experiment_name: str, run_name: str, *, run_id: str | None = None,
                  params: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
-                 close_timeout_s: float = 20.0):
+                 close_timeout_s: float = 20.0, flush_interval_s: float = 2.0):
         configure_mlflow_http()
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
@@ -177,6 +177,8 @@ class MlflowSink:
         self.run_id = run_id
         self.experiment_id: str | None = None
         self.close_timeout_s = close_timeout_s
+        self.flush_interval_s = flush_interval_s
+        self._closing: str | None = None
         self._params = params or {}
         self._tags = tags or {}
         self._queue: "queue.Queue[tuple[str, Any]]" = queue.Queue()
@@ -250,52 +252,59 @@ class MlflowSink:
             client.log_batch(self.run_id, metrics=chunk, synchronous=True)
             del self._pending[:len(chunk)]
 
-    def _work(self) -> None:
-        from mlflow import MlflowClient
+    def _accept(self, item: tuple[str, Any]) -> None:
         from mlflow.entities import Metric
 
+        kind, payload = item
+        if kind == "metrics":
+            named, step, stamp = payload
+            self._pending.extend(Metric(k, float(v), stamp, step) for k, v in named.items())
+            if len(self._pending) > self.MAX_BUFFER:
+                self.dropped += len(self._pending) - self.MAX_BUFFER
+                del self._pending[: len(self._pending) - self.MAX_BUFFER]
+        elif kind == "artifact":
+            self._artifacts.append(payload)
+        elif kind == "call":
+            self._extra.append(payload)
+        elif kind == "close":
+            self._closing = payload
+
+    def _work(self) -> None:
+        """Drain the queue; send at most every `flush_interval_s` (each send is a database transaction or an
+        HTTP request: doing one per record would compete with the training loop for the interpreter)."""
+        from mlflow import MlflowClient
+
         client = MlflowClient(tracking_uri=self.tracking_uri)
-        backoff, next_try = 1.0, 0.0
-        closing: str | None = None
-        deadline = None
+        backoff, next_send, deadline = 1.0, 0.0, None
         while True:
-            timeout = 0.5 if (self._pending or not self.connected.is_set()) else None
+            waiting = self._pending or not self.connected.is_set()
+            timeout = max(0.05, next_send - time.monotonic()) if waiting else None
             try:
-                kind, payload = self._queue.get(timeout=timeout)
+                self._accept(self._queue.get(timeout=timeout))
+                while True:
+                    self._accept(self._queue.get_nowait())
             except queue.Empty:
-                kind, payload = "tick", None
-            if kind == "metrics":
-                named, step, stamp = payload
-                self._pending.extend(Metric(k, float(v), stamp, step) for k, v in named.items())
-                if len(self._pending) > self.MAX_BUFFER:
-                    self.dropped += len(self._pending) - self.MAX_BUFFER
-                    del self._pending[: len(self._pending) - self.MAX_BUFFER]
-            elif kind == "artifact":
-                self._artifacts.append(payload)
-            elif kind == "call":
-                self._extra.append(payload)
-            elif kind == "close":
-                closing = payload
+                pass
+            if self._closing is not None and deadline is None:
                 deadline = time.monotonic() + self.close_timeout_s * 0.8
-            if time.monotonic() < next_try and closing is None:
+            if self._closing is None and time.monotonic() < next_send:
                 continue
             try:
                 if not self.connected.is_set():
                     self._connect(client)
                 self._flush(client)
-                backoff = 1.0
+                backoff, next_send = 1.0, time.monotonic() + self.flush_interval_s
             except Exception as exc:
                 self._warn("sending metrics", exc)
-                next_try = time.monotonic() + backoff
+                next_send = time.monotonic() + backoff
                 backoff = min(backoff * 2, 30.0)
-                if closing is not None and time.monotonic() < deadline:
-                    time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
-                    continue
-                if closing is not None:
-                    return
+                if self._closing is not None:
+                    if time.monotonic() + backoff >= deadline:
+                        return
+                    time.sleep(backoff)
                 continue
-            if closing is not None:
-                self._finish(client, closing)
+            if self._closing is not None:
+                self._finish(client, self._closing)
                 return
 
     def _finish(self, client: Any, status: str) -> None:

@@ -10,6 +10,7 @@ uninterrupted run would (on CPU: every tensor identical).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import math
@@ -372,9 +373,12 @@ def evaluate(model: nn.Module, X: np.ndarray, y: np.ndarray, *, task: str, loss_
     if X.shape[0] == 0:
         return {}
     out = torch.from_numpy(predict_arrays(model, X, device=device, amp=amp))
+    import copy
+
+    loss_fn = copy.deepcopy(loss_fn).cpu()  # a CPU copy: the training loss (and its class weights) stays put
     if task == "classification":
         target = torch.from_numpy(np.asarray(y)).long()
-        loss = float(loss_fn.cpu()(out, target))
+        loss = float(loss_fn(out, target))
         probabilities = torch.softmax(out, dim=1).numpy()
         result = {"loss": loss, **metrics.classification_metrics(np.asarray(y), probabilities, detailed=detailed,
                                                                  classes=classes)}
@@ -383,7 +387,7 @@ def evaluate(model: nn.Module, X: np.ndarray, y: np.ndarray, *, task: str, loss_
         return result
     mean, std = target_scale
     scaled = (torch.from_numpy(np.asarray(y, dtype=np.float32)) - mean) / std
-    loss = float(loss_fn.cpu()(out[:, 0], scaled))
+    loss = float(loss_fn(out[:, 0], scaled))
     predicted = out[:, 0].numpy() * std + mean
     result = {"loss": loss, **metrics.regression_metrics(np.asarray(y), predicted)}
     if detailed:
@@ -525,6 +529,11 @@ def _run_locked(config: TrainConfig, dataset: data.Dataset, device: torch.device
         found = checkpoint.latest_valid(save_dir)
         payload = found[1] if found else None
         resume_path = found[0] if found else None
+        if found is None and ((save_dir / "metrics.json").exists() or (save_dir / "logs").is_dir()):
+            # an earlier run stopped before its first checkpoint: nothing to continue, and its partial logs
+            # must not mix with this run's
+            log(f"{save_dir}: an earlier run left no checkpoint; starting afresh")
+            clear_run_outputs(save_dir)
     else:
         resume_path = Path(config.resume)
         payload = checkpoint.load_checkpoint(resume_path)
@@ -718,6 +727,8 @@ def _loop(config: TrainConfig, state: TrainingState, train_model: nn.Module, net
     regression = task == "regression"
     mean, std = target_scale
     n_train = batches.n
+    # entering even a disabled autocast context costs microseconds per step; skip it when AMP is off
+    autocast = ((lambda: torch.autocast(device.type, dtype=amp)) if amp is not None else contextlib.nullcontext)
 
     for epoch in range(state.epoch, config.epochs):
         train_model.train()
@@ -733,12 +744,12 @@ def _loop(config: TrainConfig, state: TrainingState, train_model: nn.Module, net
             data_seconds += time.perf_counter() - fetch_start
             if regression:
                 yb = (yb - mean) / std
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            with autocast():
                 out = train_model(xb)                       # (batch, n_outputs)
                 loss = loss_fn(out[:, 0] if regression else out, yb)
-            scaled = loss / accum
+            scaled = loss / accum if accum > 1 else loss
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
-            loss_sum += loss.detach().double() * xb.shape[0]
+            loss_sum.add_(loss.detach(), alpha=xb.shape[0])  # float64 running sum: one op, no host sync
             samples += xb.shape[0]
             state.global_step += 1
             state.step_in_epoch = b + 1

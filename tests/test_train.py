@@ -267,6 +267,17 @@ def test_early_stopping_then_raising_epochs_continues(penguins_dir: Path, tmp_pa
     assert len(more.metrics["epochs"]) == done + 1
 
 
+def test_bf16_autocast_and_class_weights_on_cpu(penguins_dir: Path, tmp_path: Path):
+    """The AMP code path that CPU can run: bf16 autocast, with balanced class weights."""
+    result = train.run(train.make_config(dict(data_dir=str(penguins_dir), save_dir=str(tmp_path / "s"), epochs=3,
+                                              amp="bf16", class_weights="balanced", **FAST)), log=lambda m: None)
+    assert result.status == "completed" and result.metrics["run"]["amp"] == "bfloat16"
+    assert all(math.isfinite(e["train_loss"]) for e in result.metrics["epochs"])
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
+        train.resolve_amp("fp16", torch.device("cpu"))
+    assert train.resolve_amp("auto", torch.device("cpu")) is None
+
+
 def test_predict_scores_a_new_csv(penguins_dir: Path, tmp_path: Path):
     from pipeline import predict
 
@@ -285,12 +296,18 @@ def _train_cmd(data_dir: Path, save_dir: Path, epochs: int = 6) -> list[str]:
             "--hidden-sizes", "256,256", "--no-mlflow", "--system-interval", "0.5", "--log-every", "5"]
 
 
+def _steps_logged(save_dir: Path) -> int:
+    return sum(1 for r in fileio.read_jsonl(save_dir / "logs" / "metrics.jsonl") if r.get("type") == "step")
+
+
 def _wait_for_steps(save_dir: Path, process: subprocess.Popen, timeout: float = 60) -> None:
+    """Until this process has logged new steps (a resumed run's old records do not count)."""
+    before = _steps_logged(save_dir)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
-        if any(r.get("type") == "step" for r in fileio.read_jsonl(save_dir / "logs" / "metrics.jsonl")):
+        if _steps_logged(save_dir) > before:
             return
-        time.sleep(0.05)
+        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -323,17 +340,22 @@ def test_sigterm_saves_mid_epoch_and_resume_is_exact(big_dir: Path, reference_ru
 def test_sigkill_at_random_points_then_rerun_is_exact(big_dir: Path, reference_run: Path, tmp_path: Path):
     out = tmp_path / "run"
     rng = random.Random(20261127)
-    kills = 0
-    for attempt in range(4):
+    kills, positions = 0, set()
+    for attempt in range(5):
         process = subprocess.Popen(_train_cmd(big_dir, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                    env=script_env())
-        _wait_for_steps(out, process)
-        time.sleep(rng.uniform(0.0, 1.5))
+        if attempt == 0:
+            time.sleep(rng.uniform(0.5, 2.0))  # once during start-up, before any checkpoint exists
+        else:
+            _wait_for_steps(out, process)
+            time.sleep(rng.uniform(0.0, 0.6))  # mid-epoch, at an epoch end, or during a checkpoint write
         if process.poll() is None:
             process.kill()
             kills += 1
         process.wait(timeout=60)
-    assert kills >= 2
+        if (out / "last.pt").exists():
+            positions.add(checkpoint.load_checkpoint(out / "last.pt")["state"]["global_step"])
+    assert kills >= 3 and len(positions) >= 2, (kills, positions)  # the run really advanced between kills
     done = subprocess.run(_train_cmd(big_dir, out), capture_output=True, text=True, env=script_env(), timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert_same_training(reference_run, out)
