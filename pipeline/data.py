@@ -43,28 +43,35 @@ class CsvFile:
     delimiter: str
 
 
-def _scan_file(path: Path, encoding: str) -> tuple[str, str]:
-    """One pass over the bytes: sha256, and proof the text decodes (UTF-8 is checked strictly).
+def _check_head(path: Path) -> bytes:
+    """The first 4 KiB, refusing an empty or binary file before any parsing."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    if not head:
+        raise DataError(f"{path}: the file is empty; point --data-path at a CSV with a header and rows")
+    if b"\x00" in head:
+        raise DataError(f"{path}: this looks like a binary file (NUL bytes), not a CSV text file; "
+                        "export the data as CSV first")
+    return head
 
-    Returns (sha256, encoding actually used). pyarrow would otherwise turn undecodable bytes into
-    garbage strings without a word.
-    """
+
+def _effective_encoding(encoding: str, head: bytes) -> str:
+    """UTF-8 with a byte-order mark reads as utf-8-sig, so the BOM does not end up in the first column name."""
+    is_utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+    return "utf-8-sig" if is_utf8 and head.startswith(codecs.BOM_UTF8) else encoding
+
+
+def _scan_file(path: Path, encoding: str) -> str:
+    """One pass over the bytes: their sha256, and proof that the text decodes (strictly).
+
+    pandas would otherwise replace or choke on undecodable bytes with a message that names no line."""
     import hashlib
 
     digest = hashlib.sha256()
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     offset = 0
     with open(path, "rb") as handle:
-        head = handle.read(4096)
-        if not head:
-            raise DataError(f"{path}: the file is empty; point --data-path at a CSV with a header and rows")
-        if b"\x00" in head:
-            raise DataError(f"{path}: this looks like a binary file (NUL bytes), not a CSV text file; "
-                            "export the data as CSV first")
-        used = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") and \
-            head.startswith(codecs.BOM_UTF8) else encoding
-        chunk = head
-        while chunk:
+        while chunk := handle.read(1 << 22):
             digest.update(chunk)
             try:
                 decoder.decode(chunk)
@@ -74,8 +81,7 @@ def _scan_file(path: Path, encoding: str) -> tuple[str, str]:
                     f"{path}: line {line} is not valid {encoding} (byte 0x{chunk[exc.start]:02x}); re-save the "
                     "file as UTF-8, or pass its encoding, e.g. --encoding latin-1") from None
             offset += len(chunk)
-            chunk = handle.read(1 << 22)
-    return digest.hexdigest(), used
+    return digest.hexdigest()
 
 
 def _line_of_offset(path: Path, offset: int) -> int:
@@ -111,18 +117,11 @@ def read_csv(path: Path | str, *, encoding: str = "utf-8", delimiter: str = ",",
         codecs.lookup(encoding)
     except LookupError:
         raise DataError(f"--encoding {encoding!r} is not an encoding Python knows; try utf-8 or latin-1") from None
-    with open(path, "rb") as handle:
-        head = handle.read(4096)
-    if not head:
-        raise DataError(f"{path}: the file is empty; point --data-path at a CSV with a header and rows")
-    if b"\x00" in head:
-        raise DataError(f"{path}: this looks like a binary file (NUL bytes), not a CSV text file; "
-                        "export the data as CSV first")
+    head = _check_head(path)
     scan: dict[str, Any] = {}
     scanner = threading.Thread(target=lambda: scan.update(_scan_guarded(path, encoding)), daemon=True)
     scanner.start()
-    used_encoding = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") and \
-        head.startswith(codecs.BOM_UTF8) else encoding
+    used_encoding = _effective_encoding(encoding, head)
     header = head.decode(used_encoding, errors="replace").lstrip("\ufeff").splitlines()[0] if head.strip() else ""
     try:
         _guess_delimiter(header, delimiter)
@@ -146,7 +145,7 @@ def read_csv(path: Path | str, *, encoding: str = "utf-8", delimiter: str = ",",
 
 def _scan_guarded(path: Path, encoding: str) -> dict[str, Any]:
     try:
-        return {"sha256": _scan_file(path, encoding)[0]}
+        return {"sha256": _scan_file(path, encoding)}
     except DataError as exc:
         return {"error": exc}
 
@@ -567,10 +566,10 @@ def _check_replaceable(output_dir: Path) -> None:
 def _read_header(path: Path | str, encoding: str, delimiter: str) -> list[str]:
     """Column names from the first line (to know the target before parsing); [] if unreadable."""
     try:
-        with open(path, encoding="utf-8-sig" if encoding.lower() in ("utf-8", "utf8") else encoding,
-                  newline="", errors="replace") as handle:
+        with open(path, encoding=_effective_encoding(encoding, _check_head(Path(path))), newline="",
+                  errors="replace") as handle:
             return [c.strip() for c in next(csv.reader(handle, delimiter=delimiter), [])]
-    except (OSError, LookupError, csv.Error):
+    except (OSError, LookupError, csv.Error, DataError):
         return []
 
 

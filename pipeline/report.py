@@ -115,9 +115,7 @@ def figure_html(figure: Any, alt: str) -> str:
 
 
 def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False) if os.environ.get("MPLBACKEND") is None else None
+    """pyplot, configured for report figures (each is rendered to PNG and closed by `figure_html`)."""
     import matplotlib.pyplot as plt
 
     plt.rcParams["text.parse_math"] = False  # a class named "$x$" is text, not TeX
