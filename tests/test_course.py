@@ -164,3 +164,14 @@ def test_jupyterlab_serves_the_course(tmp_path: Path):
     finally:
         os.killpg(process.pid, 15)
         process.wait(timeout=30)
+
+
+def test_performance_notebook_runs_under_papermill(tmp_path: Path):
+    import papermill
+
+    out = tmp_path / "05.ipynb"
+    papermill.execute_notebook(str(ROOT / "notebooks" / "05_performance.ipynb"), str(out),
+                               parameters={"rows": 20_000, "repeats": 1}, kernel_name="python3", progress_bar=False,
+                               cwd=str(tmp_path))
+    text = "".join(o.get("text", "") for c in nbformat.read(str(out), as_version=4).cells for o in c.get("outputs", []))
+    assert "to_numpy() C-contiguous? False" in text and "indexed tensors" in text and "every 50 steps" in text

@@ -184,3 +184,23 @@ def test_large_file_reads_fast_path(tmp_path: Path):
     csv = make_regression_csv(tmp_path / "big.csv", rows=20_000)
     loaded = data.read_csv(csv)
     assert len(loaded.frame) == 20_000 and pd.api.types.is_float_dtype(loaded.frame["a"])
+
+
+def test_garbage_after_the_sampled_rows_is_still_reported_with_its_row(tmp_path: Path):
+    """Big files parse floats as float32 using the first rows' types; a bad cell further down must still be
+    caught, by row, not coerced to NaN."""
+    csv = make_regression_csv(tmp_path / "big.csv", rows=20_000)
+    lines = csv.read_text().splitlines()
+    fields = lines[15_001].split(",")
+    fields[0] = "n/a?"
+    lines[15_001] = ",".join(fields)
+    csv.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"column 'a' is numeric but has 1 non-numeric value\(s\) \(rows 15001, e.g. 'n/a\?'\)"):
+        data.prepare_dataset(csv, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_big_file_floats_are_parsed_as_float32_but_the_target_keeps_its_precision(tmp_path: Path):
+    csv = make_regression_csv(tmp_path / "big.csv", rows=20_000)
+    loaded = data.read_csv(csv, keep_dtype="price")
+    assert loaded.frame["a"].dtype == np.float32 and loaded.frame["price"].dtype == np.float64
