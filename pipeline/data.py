@@ -376,17 +376,22 @@ class Preprocessor:
         """Features of `frame` (only `rows`, in that order, when given) as float32 (rows, features), C order."""
         n = len(frame) if rows is None else len(rows)
         out = np.zeros((n, len(self.feature_names_)), dtype=np.float32)  # (rows, processed features)
-        # Numeric features are computed one contiguous row of `block` per column, then transposed into `out`
-        # in one copy: writing columns of a row-major array directly is strided and ~3x slower on big data.
-        block = np.empty((len(self.numeric), n), dtype=np.float32)  # (numeric features, rows)
-        for j, column in enumerate(self.numeric):
-            values = _numeric_values(frame, column, rows)
-            np.subtract(np.where(np.isnan(values), self.medians_[column], values), self.means_[column], out=block[j],
-                        casting="unsafe")
-            block[j] /= self.stds_[column]
-        out[:, : len(self.numeric)] = block.T
-        del block
-        offset = len(self.numeric)
+        # Numeric features: for a chunk of rows, each column is computed into one contiguous row of `block`,
+        # then the block is transposed into `out` in one copy. Writing columns of a row-major array directly
+        # is strided and ~3x slower on big data; chunking keeps the extra memory small.
+        k, chunk = len(self.numeric), 65_536
+        columns = [(_numeric_values(frame, c, None), self.medians_[c], self.means_[c], self.stds_[c]) for c in self.numeric]
+        block = np.empty((k, min(chunk, n)), dtype=np.float32)  # (numeric features, rows of this chunk)
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            take = rows[start:stop] if rows is not None else slice(start, stop)
+            for j, (values, median, mean, std) in enumerate(columns):
+                part = values[take]
+                np.subtract(np.where(np.isnan(part), median, part), mean, out=block[j, : stop - start],
+                            casting="unsafe")
+                block[j, : stop - start] /= std
+            out[start:stop, :k] = block[:, : stop - start].T
+        offset = k
         for column in self.categorical:
             codes, names = _category_codes(frame, column, rows)
             position = {name: i for i, name in enumerate(self.categories_[column])}
@@ -510,7 +515,7 @@ def prepare_dataset(data_path: Path | str, output_dir: Path | str, *, test_split
     if classes is not None:
         _check_classes(y_all, classes, source=source, target=target)
     features = plan.numeric + plan.categorical
-    groups = pd.util.hash_pandas_object(frame[features + [target]], index=False).to_numpy()
+    groups = _row_hashes(frame, features + [target])
     splits = split_indices(y_all if classes is not None else None, groups,
                            test_split=test_split, val_split=val_split, seed=seed)
     _check_split_sizes(splits, len(frame), test_split, val_split, source=source)
@@ -539,10 +544,19 @@ def prepare_dataset(data_path: Path | str, output_dir: Path | str, *, test_split
         "files": {name: {"X": f"{name}_X.npy", "y": f"{name}_y.npy"} for name in SPLITS},
     }
     schema["data_sha256"] = _fingerprint(schema)
-    # one split at a time: transformed, written, freed (peak memory is the largest split, not all three)
-    _write_output(output_dir, {name: (lambda idx=idx: (preprocessor.transform(frame, idx), y_all[idx]))
-                               for name, idx in splits.items()}, schema)
+    _write_output(output_dir, schema, {
+        name: (lambda path, idx=idx: _save_features(path, preprocessor, frame, idx), y_all[idx])
+        for name, idx in splits.items()})
     return PrepareResult(output_dir=output_dir, schema=schema, notes=notes)
+
+
+def _row_hashes(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """A 64-bit hash per row over `columns` (equal rows, equal hashes), one column at a time: no frame copy."""
+    combined = np.zeros(len(frame), dtype=np.uint64)
+    for column in columns:
+        column_hash = pd.util.hash_pandas_object(frame[column], index=False).to_numpy()
+        combined = combined * np.uint64(1_000_003) ^ column_hash  # wraps modulo 2**64, as intended
+    return combined
 
 
 def _check_fractions(test_split: float, val_split: float) -> None:
@@ -589,20 +603,29 @@ def _read_header(path: Path | str, encoding: str, delimiter: str) -> list[str]:
         return []
 
 
-def _write_output(output_dir: Path, splits: dict[str, Any], schema: dict) -> None:
+def _save_features(path: Path, preprocessor: Preprocessor, frame: pd.DataFrame, rows: np.ndarray,
+                   chunk_rows: int = 65_536) -> None:
+    """Transform `rows` chunk by chunk straight into a .npy file: memory holds one chunk, not the split."""
+    shape = (len(rows), len(preprocessor.feature_names_))
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                                                      "fortran_order": False, "shape": shape})
+        for start in range(0, len(rows), chunk_rows):
+            preprocessor.transform(frame, rows[start:start + chunk_rows]).tofile(handle)
+
+
+def _write_output(output_dir: Path, schema: dict, splits: dict[str, tuple[Any, np.ndarray]]) -> None:
     """Build the folder beside its final place, then rename it in: readers see all of it or none.
 
-    `splits` maps each split name to a function returning (X, y), called one at a time."""
+    `splits` maps each split name to (a function writing its features to a path, its labels)."""
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = output_dir.with_name(f".{output_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        for name, make in splits.items():
-            features, labels = make()
-            np.save(staging / f"{name}_X.npy", np.ascontiguousarray(features, dtype=np.float32))
+        for name, (write_features, labels) in splits.items():
+            write_features(staging / f"{name}_X.npy")
             np.save(staging / f"{name}_y.npy", labels)
-            del features, labels
         fileio.atomic_write_json(staging / "schema.json", schema)
         fileio.fsync_dir(staging)
         if output_dir.exists():

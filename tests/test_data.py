@@ -204,3 +204,15 @@ def test_big_file_floats_are_parsed_as_float32_but_the_target_keeps_its_precisio
     csv = make_regression_csv(tmp_path / "big.csv", rows=20_000)
     loaded = data.read_csv(csv, keep_dtype="price")
     assert loaded.frame["a"].dtype == np.float32 and loaded.frame["price"].dtype == np.float64
+
+
+def test_streamed_features_equal_the_in_memory_transform(tmp_path: Path):
+    """Splits are written chunk by chunk; the file must hold exactly what one transform call returns."""
+    frame = data.read_csv(BUNDLED_CSV).frame
+    prep = data.Preprocessor(["bill_length_mm", "body_mass_g", "year"], ["island", "sex"]).fit(frame)
+    rows = np.random.default_rng(0).permutation(len(frame))[:300]
+    data._save_features(tmp_path / "x.npy", prep, frame, rows, chunk_rows=64)  # 5 chunks, the last one partial
+    streamed = np.load(tmp_path / "x.npy")
+    assert streamed.flags["C_CONTIGUOUS"] and streamed.dtype == np.float32
+    assert np.array_equal(streamed, prep.transform(frame, rows))
+    assert np.array_equal(prep.transform(frame, rows), prep.transform(frame.iloc[rows].reset_index(drop=True)))
