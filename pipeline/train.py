@@ -507,8 +507,12 @@ def run(config: TrainConfig, *, log: Any = print) -> RunResult:
     if save_dir.exists() and not save_dir.is_dir():
         raise ConfigError(f"{save_dir}: exists and is not a folder; choose another --save-dir")
     save_dir.mkdir(parents=True, exist_ok=True)
-    with _SaveDirLock(save_dir):
-        return _run_locked(config, dataset, device, amp, save_dir, log)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        with _SaveDirLock(save_dir):
+            return _run_locked(config, dataset, device, amp, save_dir, log)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)  # a process-wide switch: leave it as found
 
 
 def _run_locked(config: TrainConfig, dataset: data.Dataset, device: torch.device, amp: torch.dtype | None,

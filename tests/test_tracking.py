@@ -89,6 +89,14 @@ def test_real_server_run_params_metrics_artifacts_and_resume_reattaches(mlflow_s
     assert {"metrics.json", "config.yaml", "model_weights"} <= artifacts
     assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.name == "train"
     assert len(client.search_runs([run.info.experiment_id])) == 1
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_server)
+    models = [m for m in mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+              if m.source_run_id == run_id]
+    assert models, "the model was not logged"
+    signature = mlflow.models.get_model_info(models[-1].model_uri).signature
+    assert signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == [-1, 11]  # (batch, processed features)
 
 
 def test_buffered_metrics_are_replayed_after_an_outage(mlflow_server: str, monkeypatch):

@@ -249,6 +249,23 @@ def test_regression_run_and_options(regression_dir: Path, tmp_path: Path):
     assert m["epochs"][-1]["lr"] < m["epochs"][1]["lr"]  # then cosine decay
 
 
+@pytest.mark.parametrize("options", [
+    dict(scheduler="plateau", optimizer="sgd", early_stopping_patience=6),
+    dict(scheduler="onecycle", optimizer="adam", deterministic=True),
+    dict(scheduler="step", step_size=1, gamma=0.5, norm="batch", weight_decay=0.01),
+], ids=["plateau-sgd", "onecycle-adam-deterministic", "step-batchnorm"])
+def test_optimizer_and_scheduler_options(penguins_dir: Path, tmp_path: Path, options: dict):
+    result = train.run(train.make_config(dict(data_dir=str(penguins_dir), save_dir=str(tmp_path / "s"), epochs=6,
+                                              learning_rate=0.01, **FAST, **options)), log=lambda m: None)
+    lrs = [e["lr"] for e in result.metrics["epochs"]]
+    assert not torch.are_deterministic_algorithms_enabled()  # restored after the run
+    assert result.status in ("completed", "early_stopped") and result.metrics["test"]["accuracy"] > 0.5
+    if options["scheduler"] == "step":
+        assert lrs[:3] == pytest.approx([0.005, 0.0025, 0.00125])  # halved after every epoch
+    if options["scheduler"] == "onecycle":
+        assert max(lrs) <= 0.01 + 1e-12 and lrs[-1] < 0.001  # rises to the peak, anneals towards zero
+
+
 def test_early_stopping_then_raising_epochs_continues(penguins_dir: Path, tmp_path: Path):
     cfg = dict(data_dir=str(penguins_dir), save_dir=str(tmp_path / "s"), learning_rate=0.05, early_stopping_patience=2,
                **FAST)
@@ -362,3 +379,11 @@ def test_sigkill_at_random_points_then_rerun_is_exact(big_dir: Path, reference_r
     epochs = [r["epoch"] for r in fileio.read_jsonl(out / "logs" / "metrics.jsonl") if r["type"] == "epoch"]
     assert epochs == list(range(1, 7))
     strict_json(out / "metrics.json")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "logs"))  # purges what a killed run logged after its checkpoint
+    events.Reload()
+    reference = EventAccumulator(str(reference_run / "logs"))
+    reference.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("epoch/val_loss")] == \
+        [(e.step, e.value) for e in reference.Scalars("epoch/val_loss")]
