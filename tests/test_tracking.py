@@ -96,7 +96,7 @@ def test_real_server_run_params_metrics_artifacts_and_resume_reattaches(mlflow_s
               if m.source_run_id == run_id]
     assert models, "the model was not logged"
     signature = mlflow.models.get_model_info(models[-1].model_uri).signature
-    assert signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == [-1, 11]  # (batch, processed features)
+    assert list(signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 11]  # (batch, processed features)
 
 
 def test_buffered_metrics_are_replayed_after_an_outage(mlflow_server: str, monkeypatch):
