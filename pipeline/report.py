@@ -14,7 +14,6 @@ import html
 import io
 import json
 import math
-import os
 import re
 import tempfile
 from dataclasses import dataclass, field

@@ -140,7 +140,7 @@ def _validate(c: TrainConfig) -> None:
         (c.amp in ("auto", "off", "bf16", "fp16"), f"--amp must be auto, off, bf16 or fp16, not {c.amp!r}"),
         (c.grad_accum_steps >= 1, "--grad-accum-steps must be >= 1"),
         (c.grad_clip >= 0, "--grad-clip must be >= 0"),
-        (c.loss in ("auto", "cross_entropy", "mse", "huber"), f"--loss must be auto, cross_entropy, mse or huber"),
+        (c.loss in ("auto", "cross_entropy", "mse", "huber"), "--loss must be auto, cross_entropy, mse or huber"),
         (c.class_weights in ("none", "balanced"), "--class-weights must be none or balanced"),
         (c.checkpoint_every >= 1, "--checkpoint-every must be >= 1"),
         (c.loader in ("memory", "dataloader"), "--loader must be memory or dataloader"),
@@ -630,7 +630,7 @@ def _run_locked(config: TrainConfig, dataset: data.Dataset, device: torch.device
                 if sink is not jsonl:
                     sink.log_dict(flat, state.global_step, "system")
 
-        sampler = SystemSampler(config.system_interval, on_sample, use_nvml=device.type == "cuda" or _nvml_wanted(),
+        sampler = SystemSampler(config.system_interval, on_sample, use_nvml=torch.cuda.is_available(),
                                 warn=lambda m: warnings.warn(m, stacklevel=2)).start()
 
     monitor_metric = config.early_stopping_metric if X_val.shape[0] else "train_loss"
@@ -697,10 +697,6 @@ def _run_locked(config: TrainConfig, dataset: data.Dataset, device: torch.device
     exit_code = interrupt.exit_code if status == "interrupted" else EXIT_CODES[status]
     log(f"{status.replace('_', '-')}: {message}" if message else status.replace("_", "-"))
     return RunResult(status, exit_code, save_dir, record.build())
-
-
-def _nvml_wanted() -> bool:
-    return torch.cuda.is_available()
 
 
 def _close(tracker: tracking.Tracker, sampler: SystemSampler | None, status: str) -> None:
@@ -774,7 +770,7 @@ def _loop(config: TrainConfig, state: TrainingState, train_model: nn.Module, net
             if state.global_step % config.log_every == 0:
                 value = loss.item()  # one host sync per log interval, not per step
                 if not math.isfinite(value):
-                    return _fail_non_finite(state, record, tracker, epoch, value, log)
+                    return _fail_non_finite(state, epoch, value)
                 tracker.log_dict({"loss": value, "lr": optimizer.param_groups[0]["lr"], "epoch": epoch + 1},
                                  state.global_step, "step")
             if bar is not None:
@@ -798,14 +794,14 @@ def _loop(config: TrainConfig, state: TrainingState, train_model: nn.Module, net
         epoch_seconds = time.perf_counter() - started
         train_loss = float(loss_sum) / max(1, samples)
         if not math.isfinite(train_loss):
-            return _fail_non_finite(state, record, tracker, epoch, train_loss, log)
+            return _fail_non_finite(state, epoch, train_loss)
         entry: dict[str, Any] = {"epoch": epoch + 1, "step": state.global_step, "train_loss": train_loss}
         if X_val.shape[0]:
             val = evaluate(net, X_val, y_val, task=task, loss_fn=loss_fn, device=device, amp=amp,
                            target_scale=target_scale)
             entry.update({f"val_{k}": v for k, v in val.items()})
             if not math.isfinite(val["loss"]):
-                return _fail_non_finite(state, record, tracker, epoch, val["loss"], log)
+                return _fail_non_finite(state, epoch, val["loss"])
         entry.update({"lr": optimizer.param_groups[0]["lr"], "epoch_seconds": round(epoch_seconds, 4),
                       "samples_per_second": round(samples / max(epoch_seconds, 1e-9), 1),
                       "data_seconds": round(data_seconds, 4),
@@ -847,8 +843,7 @@ def _loop(config: TrainConfig, state: TrainingState, train_model: nn.Module, net
     return "completed", f"{config.epochs} epochs; best {monitor_metric} {state.best_value:.6g} at epoch {state.best_epoch}"
 
 
-def _fail_non_finite(state: TrainingState, record: "_RunRecord", tracker: tracking.Tracker, epoch: int,
-                     value: float, log: Any) -> tuple[str, str]:
+def _fail_non_finite(state: TrainingState, epoch: int, value: float) -> tuple[str, str]:
     """Stop without touching the checkpoints: the last good state stays for a resume with other settings."""
     return "failed", (f"non-finite loss ({value}) in epoch {epoch + 1} at step {state.global_step}; the last good "
                       "checkpoint is kept. Lower --learning-rate, add --grad-clip, or check the data, then re-run "

@@ -1,7 +1,6 @@
 """Phase 3: resource sampling, tolerant log reading, alerts, and the monitor against a live run."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
