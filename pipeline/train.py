@@ -684,7 +684,7 @@ def _run_locked(config: TrainConfig, dataset: data.Dataset, device: torch.device
             headline = {k: v for k, v in (test or {}).items() if isinstance(v, (int, float))}
             tensorboard.set_hparams({k: v for k, v in config.to_dict().items() if k not in NOT_TRAINING_KEYS}, headline)
         if mlflow_sink is not None:
-            _queue_mlflow_artifacts(mlflow_sink, save_dir, config, dataset, net, target_scale)
+            _queue_mlflow_artifacts(mlflow_sink, save_dir, config, dataset, best_net, target_scale)
     record.finish(status, message=message)
     tracker.log_event({"type": "status", "status": status, "message": message})
     if mlflow_sink is not None:
