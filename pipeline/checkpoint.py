@@ -48,13 +48,16 @@ def checksum(payload: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write `payload` (+ format tag and checksum) to `path` atomically and durably."""
+def save_checkpoint(path: Path, payload: dict[str, Any], *, copies: tuple[Path, ...] = ()) -> None:
+    """Write `payload` (+ format tag and checksum) to `path`, and to each of `copies`, atomically and durably.
+
+    Serialised and hashed once; the copies are separate files (not links), so damage to one spares the others."""
     payload = dict(payload, format=FORMAT)
     payload["checksum"] = checksum(payload)
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    fileio.atomic_write_bytes(Path(path), buffer.getvalue())
+    for target in (path, *copies):
+        fileio.atomic_write_bytes(Path(target), buffer.getvalue())
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -61,8 +61,10 @@ def launch_training(data_dir: Path, save_dir: Path, **flags: Any) -> subprocess.
             command.append(f"--no-{name}")
         elif value is not False and value is not None:
             command += [flag, str(value)]
-    log = open(Path(save_dir).with_suffix(".out"), "w") if Path(save_dir).parent.exists() else subprocess.DEVNULL
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    if not Path(save_dir).parent.exists():
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    with open(Path(save_dir).with_suffix(".out"), "w") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
 def wait_for_epochs(log_dir: Path, epochs: int, process: subprocess.Popen | None = None, timeout: float = 300) -> int:

@@ -11,11 +11,16 @@ import numpy as np
 HIGHER_IS_BETTER = {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "r2"}
 
 
+def higher_is_better(metric: str) -> bool:
+    """`val_accuracy` -> True, `val_loss` -> False (the split prefix does not matter)."""
+    name = metric.split("_", 1)[1] if metric.startswith(("val_", "test_")) else metric
+    return name in HIGHER_IS_BETTER
+
+
 def is_better(metric: str, value: float, best: float | None) -> bool:
     if best is None:
         return np.isfinite(value)
-    name = metric.split("_", 1)[1] if metric.startswith(("val_", "test_")) else metric
-    return value > best if name in HIGHER_IS_BETTER else value < best
+    return value > best if higher_is_better(metric) else value < best
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:

@@ -653,9 +653,10 @@ def _run_locked(config: TrainConfig, dataset: data.Dataset, device: torch.device
         if kind == "best":
             checkpoint.save_checkpoint(save_dir / "best.pt", content)
             return
-        checkpoint.save_checkpoint(save_dir / "last.pt", content)
-        if state.step_in_epoch == 0 and state.epoch % config.checkpoint_every == 0:
-            checkpoint.save_checkpoint(save_dir / f"ckpt-epoch{state.epoch:04d}.pt", content)
+        periodic = state.step_in_epoch == 0 and state.epoch % config.checkpoint_every == 0
+        checkpoint.save_checkpoint(save_dir / "last.pt", content,
+                                   copies=(save_dir / f"ckpt-epoch{state.epoch:04d}.pt",) if periodic else ())
+        if periodic:
             checkpoint.prune_periodic(save_dir, config.keep_checkpoints)
 
     progress = _progress_enabled(config.progress)
@@ -811,7 +812,7 @@ def _loop(config: TrainConfig, state: TrainingState, train_model: nn.Module, net
                               f"choose one of: {', '.join(k for k in entry if k.startswith(('val_', 'train_')))}")
         current = entry[monitor_metric]
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(current if not metrics.is_better(monitor_metric, 1.0, 0.0) else -current)
+            scheduler.step(-current if metrics.higher_is_better(monitor_metric) else current)  # mode="min"
         improved = metrics.is_better(monitor_metric, current, state.best_value)
         state.epoch, state.step_in_epoch = epoch + 1, 0
         state.epoch_loss_sum, state.epoch_samples = 0.0, 0
@@ -826,6 +827,8 @@ def _loop(config: TrainConfig, state: TrainingState, train_model: nn.Module, net
         stop_early = config.early_stopping_patience > 0 and state.bad_epochs >= config.early_stopping_patience
         if stop_early:
             state.status = "early_stopped"
+        elif interrupt.signum is not None:
+            state.status = "interrupted"
         if (epoch + 1) % config.checkpoint_every == 0 or stop_early or epoch + 1 == config.epochs \
                 or interrupt.signum is not None:
             save("last")
@@ -835,8 +838,6 @@ def _loop(config: TrainConfig, state: TrainingState, train_model: nn.Module, net
             return "early_stopped", (f"no improvement in {monitor_metric} for {state.bad_epochs} epochs; best was "
                                      f"epoch {state.best_epoch} ({state.best_value:.6g})")
         if interrupt.signum is not None:
-            state.status = "interrupted"
-            save("last")
             name = signal.Signals(interrupt.signum).name
             return "interrupted", (f"{name} after epoch {epoch + 1}; state saved to last.pt: run the same command "
                                    "again to continue")
