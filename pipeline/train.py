@@ -825,19 +825,20 @@ def _loop(config: TrainConfig, state: TrainingState, train_model: nn.Module, net
         if improved:
             save("best")
         stop_early = config.early_stopping_patience > 0 and state.bad_epochs >= config.early_stopping_patience
+        # read the flag once: a signal arriving after this point is handled at the next step boundary
+        interrupted = interrupt.signum is not None
         if stop_early:
             state.status = "early_stopped"
-        elif interrupt.signum is not None:
+        elif interrupted:
             state.status = "interrupted"
-        if (epoch + 1) % config.checkpoint_every == 0 or stop_early or epoch + 1 == config.epochs \
-                or interrupt.signum is not None:
+        if (epoch + 1) % config.checkpoint_every == 0 or stop_early or epoch + 1 == config.epochs or interrupted:
             save("last")
         record.write()
         log(_epoch_line(entry, config.epochs, improved))
         if stop_early:
             return "early_stopped", (f"no improvement in {monitor_metric} for {state.bad_epochs} epochs; best was "
                                      f"epoch {state.best_epoch} ({state.best_value:.6g})")
-        if interrupt.signum is not None:
+        if interrupted:
             name = signal.Signals(interrupt.signum).name
             return "interrupted", (f"{name} after epoch {epoch + 1}; state saved to last.pt: run the same command "
                                    "again to continue")
