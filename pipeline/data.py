@@ -14,7 +14,12 @@ import difflib
 import json
 import math
 import os
+import queue
 import shutil
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,9 +43,37 @@ CLASSIFICATION_MAX_INT_CLASSES = 20
 class CsvFile:
     frame: pd.DataFrame
     path: Path
-    sha256: str
     encoding: str
     delimiter: str
+    digest: Future = field(repr=False, compare=False)  # the file's sha256, computed in the background
+
+    @property
+    def sha256(self) -> str:
+        return self.digest.result()
+
+
+def _in_background(function: Callable[..., Any], *args: Any) -> Future:
+    """Run `function(*args)` on a daemon thread; its result (or exception) arrives in the returned Future."""
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(function(*args))
+        except BaseException as exc:  # handed to whoever asks for the result
+            future.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True).start()
+    return future
+
+
+def worker_count() -> int:
+    """Threads for column and chunk work: pandas' own `mode.max_threads` if set, else the CPUs this process
+    may use (affinity), at most 8. NumPy releases the GIL in the heavy loops, so threads really run in parallel."""
+    configured = pd.get_option("mode.max_threads")
+    if configured:
+        return max(1, int(configured))
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, available))
 
 
 def _check_head(path: Path) -> bytes:
@@ -62,25 +95,36 @@ def _effective_encoding(encoding: str, head: bytes) -> str:
 
 
 def _scan_file(path: Path, encoding: str) -> str:
-    """One pass over the bytes: their sha256, and proof that the text decodes (strictly).
+    """One pass over the bytes: their sha256, and proof that the text decodes (strictly), or a DataError naming
+    the first bad line (pandas' own message for undecodable bytes names no line).
 
-    pandas would otherwise replace or choke on undecodable bytes with a message that names no line."""
+    Pure-ASCII stretches are valid UTF-8 by definition, and `bytes.isascii` checks them ~6x faster than decoding;
+    one reused buffer means no new memory per chunk."""
     import hashlib
 
-    digest = hashlib.sha256()
+    utf8 = codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    digest = hashlib.sha256()
     offset = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
+    buffer = bytearray(1 << 20)
+    with open(path, "rb", buffering=0) as handle:
+        while size := handle.readinto(buffer):
+            chunk = buffer if size == len(buffer) else buffer[:size]
             digest.update(chunk)
-            try:
-                decoder.decode(chunk)
-            except UnicodeDecodeError as exc:
-                line = _line_of_offset(path, offset + exc.start)
-                raise DataError(
-                    f"{path}: line {line} is not valid {encoding} (byte 0x{chunk[exc.start]:02x}); re-save the "
-                    "file as UTF-8, or pass its encoding, e.g. --encoding latin-1") from None
-            offset += len(chunk)
+            if not (utf8 and chunk.isascii() and not decoder.getstate()[0]):
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as exc:
+                    line = _line_of_offset(path, offset + exc.start)
+                    raise DataError(
+                        f"{path}: line {line} is not valid {encoding} (byte 0x{chunk[exc.start]:02x}); re-save the "
+                        "file as UTF-8, or pass its encoding, e.g. --encoding latin-1") from None
+            offset += size
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: the file ends inside a multi-byte {encoding} character (truncated?); re-save "
+                        "it as UTF-8, or pass its encoding, e.g. --encoding latin-1") from None
     return digest.hexdigest()
 
 
@@ -103,13 +147,14 @@ def read_csv(path: Path | str, *, encoding: str = "utf-8", delimiter: str = ",",
              chunk_rows: int = 250_000) -> CsvFile:
     """Read a CSV after checking encoding and delimiter; header names are stripped.
 
-    Measured on 1M rows x 34 columns (2 cores): pandas' C engine parsed in 1.0 s, the pyarrow engine in 1.7-3.1 s,
-    and both peaked at ~3.6x the file's size (float64 columns, parser buffers). So: the C engine, with float
-    columns parsed as float32 (the features end as float32 anyway) except `keep_dtype` (the target), while
-    another thread hashes and validates the bytes.
+    Measured on 1M rows x 34 columns (2 cores): pandas' C engine (which parses a big file on several threads)
+    took 0.8-1.0 s, the pyarrow engine 2.6-3.9 s. So: the C engine, with float columns parsed as float32 (the
+    features end as float32 anyway; half the memory) except `keep_dtype` (the target). pandas decodes strictly,
+    so a parse that succeeds has proven the encoding; when it fails, the bytes are scanned first so that an
+    encoding problem is reported with its line. The sha256 is computed after the parse, in the background
+    (`CsvFile.sha256` waits for it): it then overlaps the lighter work that follows instead of taking a core
+    from the parser's threads.
     """
-    import threading
-
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file; check --data-path")
@@ -118,36 +163,22 @@ def read_csv(path: Path | str, *, encoding: str = "utf-8", delimiter: str = ",",
     except LookupError:
         raise DataError(f"--encoding {encoding!r} is not an encoding Python knows; try utf-8 or latin-1") from None
     head = _check_head(path)
-    scan: dict[str, Any] = {}
-    scanner = threading.Thread(target=lambda: scan.update(_scan_guarded(path, encoding)), daemon=True)
-    scanner.start()
     used_encoding = _effective_encoding(encoding, head)
     header = head.decode(used_encoding, errors="replace").lstrip("\ufeff").splitlines()[0] if head.strip() else ""
     try:
         _guess_delimiter(header, delimiter)
         frame = _read_chunks(path, used_encoding, delimiter, keep_dtype, chunk_rows)
     except DataError as exc:
-        scanner.join()
-        if "error" in scan:  # an encoding problem explains a parse problem: report it first
-            raise scan["error"] from None
+        _scan_file(path, encoding)  # an encoding problem explains a parse problem: it raises first
         raise DataError(f"{path}: {exc}") from None
-    scanner.join()
-    if "error" in scan:
-        raise scan["error"]
     frame.columns = [str(c).strip() for c in frame.columns]
     if frame.empty:
         raise DataError(f"{path}: the file has a header but no data rows; add rows below the header")
     duplicated = frame.columns[frame.columns.duplicated()].tolist()
     if duplicated:
         raise DataError(f"{path}: column name(s) {duplicated} appear more than once; rename them")
-    return CsvFile(frame=frame, path=path, sha256=scan["sha256"], encoding=used_encoding, delimiter=delimiter)
-
-
-def _scan_guarded(path: Path, encoding: str) -> dict[str, Any]:
-    try:
-        return {"sha256": _scan_file(path, encoding)}
-    except DataError as exc:
-        return {"error": exc}
+    return CsvFile(frame=frame, path=path, encoding=used_encoding, delimiter=delimiter,
+                   digest=_in_background(_scan_file, path, encoding))
 
 
 def _read_chunks(path: Path, encoding: str, delimiter: str, keep_dtype: str | None, chunk_rows: int) -> pd.DataFrame:
@@ -202,6 +233,7 @@ class ColumnPlan:
     numeric: list[str]
     categorical: list[str]
     dropped: list[dict[str, str]]  # [{"name", "reason"}]
+    columns: Columns | None = field(default=None, repr=False, compare=False)  # the kept ones, converted
 
 
 def _rows(mask: np.ndarray, limit: int = 3) -> str:
@@ -211,68 +243,107 @@ def _rows(mask: np.ndarray, limit: int = 3) -> str:
 
 
 def check_numeric(frame: pd.DataFrame, column: str, *, source: Path | str) -> np.ndarray | None:
-    """The column as a float array if it is numeric; raise if it is numeric with garbage; None if it is text.
-
-    Text columns are judged on their distinct values (factorize), not row by row: fast on big files."""
+    """The column as a float array if it is numeric; raise if it is numeric with garbage; None if it is text."""
     series = frame[column]
     if pd.api.types.is_bool_dtype(series):
         return None
     if pd.api.types.is_numeric_dtype(series):
-        values = series.to_numpy(dtype=np.float64 if series.dtype.kind in "iu" else series.dtype, na_value=np.nan)
-    else:
-        codes, uniques = pd.factorize(series)
-        parsed = pd.to_numeric(pd.Series(np.asarray(uniques, dtype=object)), errors="coerce").to_numpy()
-        numeric_unique = ~np.isnan(parsed.astype(np.float64))
-        present = codes >= 0
-        numeric_rows = present & numeric_unique[np.maximum(codes, 0)]
-        n_present = int(present.sum())
-        if n_present == 0 or numeric_rows.sum() < 0.5 * n_present:
-            return None  # genuinely text
-        garbage = present & ~numeric_rows
-        raise DataError(
-            f"{source}: column '{column}' is numeric but has {int(garbage.sum())} non-numeric value(s) "
-            f"(rows {_rows(garbage)}, e.g. {series[garbage].iloc[0]!r}); fix or blank those cells")
-    infinite = np.isinf(values)
-    if infinite.any():
+        return _finite_values(series, column, source)[0]
+    codes, uniques = pd.factorize(series)
+    _refuse_numbers_with_garbage(series, codes, uniques, column, source)
+    return None
+
+
+def _finite_values(series: pd.Series, column: str, source: Path | str) -> tuple[np.ndarray, float, float]:
+    """A numeric column's values as floats (NaN = missing) and their range (NaN, NaN if all are missing),
+    refusing infinities with their rows."""
+    values = _numeric_values(series)
+    if not values.size:
+        return values, math.nan, math.nan
+    low, high = float(np.fmin.reduce(values)), float(np.fmax.reduce(values))  # NaN-skipping, no temporaries
+    if math.isinf(low) or math.isinf(high):
+        infinite = np.isinf(values)
         raise DataError(f"{source}: column '{column}' has {int(infinite.sum())} infinite value(s) (rows "
                         f"{_rows(infinite)}); replace them with real numbers or leave the cells empty")
-    return values
+    return values, low, high
+
+
+def _refuse_numbers_with_garbage(series: pd.Series, codes: np.ndarray, uniques: Any, column: str,
+                                 source: Path | str) -> None:
+    """A text column whose values are mostly numbers is a numeric column with bad cells: name them.
+
+    Judged on the distinct values (factorize codes), not row by row: fast on big files."""
+    parsed = pd.to_numeric(pd.Series(np.asarray(uniques, dtype=object)), errors="coerce").to_numpy()
+    numeric_unique = ~np.isnan(parsed.astype(np.float64))
+    if not numeric_unique.any():
+        return  # no value is a number: plainly text
+    present = codes >= 0
+    numeric_rows = present & numeric_unique[np.maximum(codes, 0)]
+    n_present = int(present.sum())
+    if n_present == 0 or numeric_rows.sum() < 0.5 * n_present:
+        return  # genuinely text
+    garbage = present & ~numeric_rows
+    raise DataError(
+        f"{source}: column '{column}' is numeric but has {int(garbage.sum())} non-numeric value(s) "
+        f"(rows {_rows(garbage)}, e.g. {series[garbage].iloc[0]!r}); fix or blank those cells")
 
 
 def infer_columns(frame: pd.DataFrame, target: str, *, source: Path | str = "data") -> ColumnPlan:
-    """Classify every feature column as numeric, categorical, or dropped (with the reason printed later)."""
-    numeric, categorical, dropped = [], [], []
-    n_rows = len(frame)
-    for column in frame.columns:
-        if column == target:
-            continue
-        series = frame[column]
-        if not series.notna().any():
-            dropped.append({"name": column, "reason": "all values missing"})
-            continue
-        values = check_numeric(frame, column, source=source)
-        if values is not None:
-            present = values[~np.isnan(values)]
-            if present.min() == present.max():
-                dropped.append({"name": column, "reason": "constant (one distinct value)"})
-                continue
-            is_integer = not np.mod(present[:1000], 1).any() and not np.mod(present, 1).any()
-            if n_rows >= 20 and is_integer and len(present) == n_rows and len(np.unique(present)) == n_rows:
-                dropped.append({"name": column, "reason": "ID-like (a different value in every row)"})
-                continue
-            numeric.append(column)
-            continue
-        n_unique = len(pd.unique(series.dropna()))
-        if n_unique <= 1:
-            dropped.append({"name": column, "reason": "constant (one distinct value)"})
-        elif n_rows >= 20 and n_unique == n_rows:
-            dropped.append({"name": column, "reason": "ID-like (a different value in every row)"})
+    """Classify every feature column as numeric, categorical, or dropped (with the reason printed later).
+
+    Columns are inspected on worker threads; the plan carries the kept ones converted (`ColumnPlan.columns`),
+    so nothing is parsed or factorized twice."""
+    features = [column for column in frame.columns if column != target]
+    verdicts = _thread_map(lambda column: _inspect_column(frame[column], column, source), features)
+    numeric: dict[str, np.ndarray] = {}
+    categorical: dict[str, tuple[np.ndarray, list[str]]] = {}
+    dropped = []
+    for column, (kind, detail) in zip(features, verdicts):
+        if kind == "numeric":
+            numeric[column] = detail
+        elif kind == "categorical":
+            categorical[column] = detail
         else:
-            categorical.append(column)
+            dropped.append({"name": column, "reason": detail})
     if not numeric and not categorical:
         raise DataError(f"{source}: no usable feature columns besides the target '{target}' "
                         f"(dropped: {', '.join(d['name'] + ' - ' + d['reason'] for d in dropped) or 'none'})")
-    return ColumnPlan(numeric=numeric, categorical=categorical, dropped=dropped)
+    return ColumnPlan(numeric=list(numeric), categorical=list(categorical), dropped=dropped,
+                      columns=Columns(numeric=numeric, categorical=categorical, n_rows=len(frame)))
+
+
+def _inspect_column(series: pd.Series, column: str, source: Path | str) -> tuple[str, Any]:
+    """("numeric", values) | ("categorical", (codes, names)) | ("dropped", reason)."""
+    n_rows = len(series)
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        values, low, high = _finite_values(series, column, source)
+        if math.isnan(low):
+            return "dropped", "all values missing"
+        if low == high:
+            return "dropped", "constant (one distinct value)"
+        if n_rows >= 20 and _is_id_like(values):
+            return "dropped", "ID-like (a different value in every row)"
+        return "numeric", values
+    codes, uniques = pd.factorize(series)
+    if not len(uniques):
+        return "dropped", "all values missing"
+    if not pd.api.types.is_bool_dtype(series):
+        _refuse_numbers_with_garbage(series, codes, uniques, column, source)
+    if len(uniques) == 1:
+        return "dropped", "constant (one distinct value)"
+    if n_rows >= 20 and len(uniques) == n_rows:
+        return "dropped", "ID-like (a different value in every row)"
+    return "categorical", _named_codes(codes, uniques)
+
+
+def _is_id_like(values: np.ndarray) -> bool:
+    """Whole numbers, none missing, all different: a row number or key, not a measurement."""
+    head = values[:1000]
+    if np.isnan(head).any() or np.mod(head, 1).any():  # cheap early exit for most columns
+        return False
+    if np.isnan(values).any() or np.mod(values, 1).any():
+        return False
+    return len(np.unique(values)) == len(values)
 
 
 def choose_target(columns: list[str], requested: str | None, *, source: Path | str = "data") -> str:
@@ -295,9 +366,9 @@ def infer_task(target: pd.Series, requested: str = "auto") -> str:
         return requested
     if requested != "auto":
         raise DataError(f"--task must be auto, classification or regression, not {requested!r}")
-    values = target.dropna()
-    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+    if not pd.api.types.is_numeric_dtype(target) or pd.api.types.is_bool_dtype(target):
         return "classification"
+    values = target.dropna()
     as_float = values.astype("float64").to_numpy()
     is_integer = bool(np.all(np.mod(as_float, 1) == 0))
     if is_integer and values.nunique() <= CLASSIFICATION_MAX_INT_CLASSES:
@@ -314,10 +385,17 @@ def split_indices(labels: np.ndarray | None, groups: np.ndarray, *, test_split: 
     Allocation per class uses largest remainders, so tiny classes still land in train first.
     """
     rng = np.random.default_rng(seed)
-    unique_groups, first_row, inverse = np.unique(groups, return_index=True, return_inverse=True)
-    group_label = labels[first_row] if labels is not None else np.zeros(len(unique_groups), dtype=np.int64)
-    assignment = np.empty(len(unique_groups), dtype=np.int8)  # 0 train, 1 val, 2 test
-    for label in np.unique(group_label):
+    inverse = _group_ids(np.asarray(groups))  # None: every row is its own group
+    if inverse is None:
+        group_label = labels if labels is not None else np.zeros(len(groups), dtype=np.int64)
+    else:  # where the running maximum id rises, a group appears for the first time
+        first_row = np.flatnonzero(np.diff(np.maximum.accumulate(inverse), prepend=-1) > 0)
+        group_label = labels[first_row] if labels is not None else np.zeros(len(first_row), dtype=np.int64)
+    assignment = np.empty(len(group_label), dtype=np.int8)  # 0 train, 1 val, 2 test
+    small_ints = (group_label.dtype.kind in "iu" and len(group_label) and group_label.min() >= 0
+                  and group_label.max() < 1 << 16)
+    # class codes 0..k-1: counting them beats np.unique's hash table on a million rows
+    for label in (np.flatnonzero(np.bincount(group_label)) if small_ints else np.unique(group_label)):
         members = rng.permutation(np.flatnonzero(group_label == label))
         n = len(members)
         n_test = int(math.floor(n * test_split + 0.5)) if n >= 3 else 0
@@ -327,14 +405,103 @@ def split_indices(labels: np.ndarray | None, groups: np.ndarray, *, test_split: 
         assignment[members[:n_test]] = 2
         assignment[members[n_test:n_test + n_val]] = 1
         assignment[members[n_test + n_val:]] = 0
-    row_assignment = assignment[inverse]
+    row_assignment = assignment if inverse is None else assignment[inverse]
     return {name: np.flatnonzero(row_assignment == code) for code, name in enumerate(SPLITS)}
 
 
+def row_groups(table: "Columns", labels: np.ndarray) -> np.ndarray:
+    """A 64-bit key per row over every feature column and the label: identical rows get identical keys.
+
+    A polynomial hash (key * M + value, wrapping at 2**64) over each column's bits or category codes: three
+    cheap passes per column, no copy of the frame. Distinct rows sharing a key is astronomically rare, and would
+    only keep those two rows in the same split; identical rows always share theirs, which is what disjoint
+    splits rely on."""
+    key = np.zeros(table.n_rows, dtype=np.uint64)
+    columns = [*table.numeric.values(), *(codes for codes, _ in table.categorical.values()), labels]
+    for values in columns:
+        key *= _HASH_MULTIPLIER
+        key += _as_uint64(np.asarray(values))
+    return key
+
+
+_HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd, so multiplying by it loses no information
+
+
+def _as_uint64(values: np.ndarray) -> np.ndarray:
+    """The values' bits as unsigned 64-bit integers (equal values, equal bits; NaN is one bit pattern)."""
+    if values.dtype.itemsize == 8:
+        return values.view(np.uint64)
+    unsigned = {1: np.uint8, 2: np.uint16, 4: np.uint32}[values.dtype.itemsize]
+    return values.view(unsigned).astype(np.uint64)
+
+
+def _group_ids(groups: np.ndarray) -> np.ndarray | None:
+    """A group id per row, numbered in order of first appearance (so the split does not depend on how the
+    group keys happen to sort); None when every row is distinct, the usual case.
+
+    Distinctness of integer keys is proven by sorting them, split around a pivot so both halves sort on
+    worker threads (equal keys always fall in the same half): ~2.5x faster than a hash table (factorize),
+    which numbers the groups only when some keys repeat."""
+    if groups.dtype.kind in "iu" and len(groups) > 1:
+        below = groups < groups[len(groups) // 2]
+        if not any(_thread_map(_has_repeats, [groups[below], groups[~below]])):
+            return None
+    codes, uniques = pd.factorize(groups, use_na_sentinel=False)
+    return None if len(uniques) == len(groups) else codes
+
+
+def _has_repeats(keys: np.ndarray) -> bool:
+    ordered = np.sort(keys)
+    return bool((ordered[1:] == ordered[:-1]).any())
+
+
 # -------------------------------------------------------------------------------------- preprocessing
+MISSING = "(missing)"
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Feature columns converted once for fast row access: what `Preprocessor` reads.
+
+    Numeric columns are float arrays (NaN = missing; float32 stays float32, integers become float64).
+    Categorical ones are integer codes into their names, a missing value being the category "(missing)" —
+    missingness often carries signal. Gathering rows of NumPy arrays is cheap; taking rows of pandas string
+    columns and factorizing them again for every chunk was most of the transform's time on big files."""
+    numeric: dict[str, np.ndarray]
+    categorical: dict[str, tuple[np.ndarray, list[str]]]
+    n_rows: int
+
+    @classmethod
+    def of(cls, frame: "pd.DataFrame | Columns", numeric: list[str], categorical: list[str]) -> "Columns":
+        if isinstance(frame, Columns):
+            return frame
+        return cls(numeric={c: _numeric_values(frame[c]) for c in numeric},
+                   categorical={c: _category_codes(frame[c]) for c in categorical}, n_rows=len(frame))
+
+
+def _numeric_values(series: pd.Series) -> np.ndarray:
+    values = series.to_numpy(dtype=np.float64 if series.dtype.kind in "iub" else None, na_value=np.nan)
+    return values.astype(np.float64) if values.dtype == object else values
+
+
+def _category_codes(series: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """(code per row, category names), missing values coded as the name "(missing)"."""
+    return _named_codes(*pd.factorize(series, use_na_sentinel=True))
+
+
+def _named_codes(codes: np.ndarray, uniques: Any) -> tuple[np.ndarray, list[str]]:
+    names = [_label_text(u) for u in uniques]
+    if (codes < 0).any():
+        codes = np.where(codes < 0, len(names), codes)
+        names.append(MISSING)
+    return codes, names
+
+
 class Preprocessor:
     """Impute, scale and one-hot encode, scikit-learn style: `fit` on train sets attributes ending in `_`,
     `transform` is pure and returns a float32, C-contiguous (rows, features) array.
+
+    Both accept a DataFrame or, faster when called repeatedly on a big table, its `Columns`.
     """
 
     def __init__(self, numeric: list[str], categorical: list[str], max_categories: int = MAX_CATEGORIES):
@@ -342,24 +509,17 @@ class Preprocessor:
         self.categorical = list(categorical)
         self.max_categories = max_categories
 
-    def fit(self, frame: pd.DataFrame, rows: np.ndarray | None = None) -> "Preprocessor":
+    def fit(self, frame: pd.DataFrame | Columns, rows: np.ndarray | None = None) -> "Preprocessor":
         """Learn imputation, scaling and categories from `frame` (only `rows` of it, when given)."""
-        self.medians_: dict[str, float] = {}
-        self.means_: dict[str, float] = {}
-        self.stds_: dict[str, float] = {}
-        for column in self.numeric:
-            values = _numeric_values(frame, column, rows).astype(np.float64)
-            present = values[~np.isnan(values)]
-            median = float(np.median(present)) if present.size else 0.0
-            filled = np.where(np.isnan(values), median, values)
-            std = float(filled.std()) if filled.size else 0.0
-            self.medians_[column] = median
-            self.means_[column] = float(filled.mean()) if filled.size else 0.0
-            self.stds_[column] = std if std > 0 else 1.0  # a constant-in-train column scales to 0, not NaN
+        table = Columns.of(frame, self.numeric, self.categorical)
+        stats = _thread_map(lambda column: _numeric_stats(table.numeric[column], rows), self.numeric)
+        self.medians_ = {column: median for column, (median, _, _) in zip(self.numeric, stats)}
+        self.means_ = {column: mean for column, (_, mean, _) in zip(self.numeric, stats)}
+        self.stds_ = {column: std for column, (_, _, std) in zip(self.numeric, stats)}
         self.categories_: dict[str, list[str]] = {}
         for column in self.categorical:
-            codes, names = _category_codes(frame, column, rows)
-            counts = np.bincount(codes, minlength=len(names))
+            codes, names = table.categorical[column]
+            counts = np.bincount(codes if rows is None else codes[rows], minlength=len(names))
             # most frequent first, ties broken by name so the encoding is reproducible
             ranked = sorted(((int(n), name) for n, name in zip(counts, names) if n > 0), key=lambda kv: (-kv[0], kv[1]))
             self.categories_[column] = [name for _, name in ranked[: self.max_categories]]
@@ -372,31 +532,56 @@ class Preprocessor:
             names += [f"{column}={value}" for value in self.categories_[column]]
         return names
 
-    def transform(self, frame: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndarray:
-        """Features of `frame` (only `rows`, in that order, when given) as float32 (rows, features), C order."""
-        n = len(frame) if rows is None else len(rows)
-        out = np.zeros((n, len(self.feature_names_)), dtype=np.float32)  # (rows, processed features)
-        # Numeric features: for a chunk of rows, each column is computed into one contiguous row of `block`,
-        # then the block is transposed into `out` in one copy. Writing columns of a row-major array directly
-        # is strided and ~3x slower on big data; chunking keeps the extra memory small.
-        k, chunk = len(self.numeric), 65_536
-        columns = [(_numeric_values(frame, c, None), self.medians_[c], self.means_[c], self.stds_[c]) for c in self.numeric]
-        block = np.empty((k, min(chunk, n)), dtype=np.float32)  # (numeric features, rows of this chunk)
-        for start in range(0, n, chunk):
-            stop = min(n, start + chunk)
-            take = rows[start:stop] if rows is not None else slice(start, stop)
-            for j, (values, median, mean, std) in enumerate(columns):
-                part = values[take]
-                np.subtract(np.where(np.isnan(part), median, part), mean, out=block[j, : stop - start],
-                            casting="unsafe")
-                block[j, : stop - start] /= std
-            out[start:stop, :k] = block[:, : stop - start].T
+    def transform(self, frame: pd.DataFrame | Columns, rows: np.ndarray | None = None, *,
+                  out: np.ndarray | None = None) -> np.ndarray:
+        """Features of `frame` (only `rows`, in that order, when given) as float32 (rows, features), C order.
+
+        `out`, when given, receives them (its old contents are overwritten) and is returned."""
+        table = Columns.of(frame, self.numeric, self.categorical)
+        n = table.n_rows if rows is None else len(rows)
+        width = len(self.feature_names_)
+        if out is None:
+            out = np.zeros((n, width), dtype=np.float32)  # (rows, processed features)
+        else:
+            if out.shape != (n, width) or out.dtype != np.float32 or not out.flags["C_CONTIGUOUS"]:
+                raise ValueError(f"out must be a C-contiguous float32 array of shape {(n, width)}")
+            out[:, len(self.numeric):] = 0
+        # Numeric features, a block of rows at a time: each column is gathered into one contiguous row of `block`
+        # (features x rows), the block is imputed and scaled in three whole-block operations, then transposed into
+        # `out` in one copy. Writing columns of a row-major array directly is strided and ~3x slower. Blocks of up
+        # to 32,768 rows give each NumPy call enough work that threads transforming chunks run in parallel instead
+        # of queueing for the GIL. The block's rows are padded by 16 floats: with a power-of-two row length, the
+        # values the transposing copy reads for one output row all map to the same L1 cache set and evict each
+        # other (measured: the copy took 6x longer).
+        k, step = len(self.numeric), 32768
+        values = [table.numeric[c] for c in self.numeric]
+        wide = [v.dtype != np.float32 for v in values]  # float64 (integer) columns: centred in float64 first
+        means = np.array([0.0 if w else self.means_[c] for c, w in zip(self.numeric, wide)], dtype=np.float32)
+        stds = np.array([self.stds_[c] for c in self.numeric], dtype=np.float32)
+        fills = (np.array([self.medians_[c] for c in self.numeric], dtype=np.float32)  # a missing value's result
+                 - np.array([self.means_[c] for c in self.numeric], dtype=np.float32)) / stds
+        block = np.empty((k, min(step, n) + 16), dtype=np.float32)
+        for start in range(0, n if k else 0, step):
+            stop = min(n, start + step)
+            take = rows[start:stop] if rows is not None else np.arange(start, stop)
+            part = block[:, : stop - start]
+            for j, column in enumerate(self.numeric):
+                if wide[j]:
+                    gathered = values[j][take]
+                    np.subtract(np.where(np.isnan(gathered), self.medians_[column], gathered), self.means_[column],
+                                out=part[j], casting="unsafe")
+                else:
+                    np.take(values[j], take, out=part[j])
+            part -= means[:, None]
+            part /= stds[:, None]
+            np.copyto(part, np.broadcast_to(fills[:, None], part.shape), where=np.isnan(part))
+            out[start:stop, :k] = part.T
         offset = k
         for column in self.categorical:
-            codes, names = _category_codes(frame, column, rows)
+            codes, names = table.categorical[column]
             position = {name: i for i, name in enumerate(self.categories_[column])}
-            lookup = np.array([position.get(name, -1) for name in names] + [-1], dtype=np.int64)
-            index = lookup[codes]  # category position per row; -1 for unseen or rare: stays all-zero
+            lookup = np.array([position.get(name, -1) for name in names], dtype=np.int64)
+            index = lookup[codes if rows is None else codes[rows]]  # position per row; -1 unseen or rare: all zero
             known = np.flatnonzero(index >= 0)
             out[known, offset + index[known]] = 1.0
             offset += len(self.categories_[column])
@@ -418,25 +603,50 @@ class Preprocessor:
         return self
 
 
-MISSING = "(missing)"
+def _numeric_stats(values: np.ndarray, rows: np.ndarray | None) -> tuple[float, float, float]:
+    """(median, mean, std) of a column after imputing its median, in float64, without building the imputed copy:
+    the missing cells all equal the median, so they enter the mean and variance as one term."""
+    part = values if rows is None else values[rows]
+    present = part[~np.isnan(part)]
+    n, n_present = len(part), len(present)
+    if n_present == 0:
+        return 0.0, 0.0, 1.0
+    median = _median(present)
+    n_missing = n - n_present
+    present_mean = float(np.mean(present, dtype=np.float64))
+    mean = (present_mean * n_present + median * n_missing) / n
+    squares = (float(np.var(present, dtype=np.float64)) + (present_mean - mean) ** 2) * n_present
+    std = math.sqrt((squares + n_missing * (median - mean) ** 2) / n)
+    return median, mean, std if std > 0 else 1.0  # a constant-in-train column scales to 0, not NaN
 
 
-def _numeric_values(frame: pd.DataFrame, column: str, rows: np.ndarray | None) -> np.ndarray:
-    values = frame[column].to_numpy(dtype=np.float64 if frame[column].dtype.kind in "iub" else None, na_value=np.nan)
-    values = values.astype(np.float64) if values.dtype == object else values
-    return values if rows is None else values[rows]
+def _median(values: np.ndarray) -> float:
+    """Exact median of `values` (no NaN; the caller's scratch copy, reordered in place), averaged in float64.
+
+    On big columns a sorted random sample brackets the middle ranks, one pass counts the values below the
+    bracket and keeps those inside it (a few hundredths of the column), and only those are partitioned:
+    about 3x faster than partitioning the whole column. If the bracket misses (it should not), it falls back."""
+    n = len(values)
+    ranks = [n // 2] if n % 2 else [n // 2 - 1, n // 2]
+    if n >= 65_536:
+        sample = np.sort(values[np.random.default_rng(n).integers(0, n, 8192)])
+        low, high = sample[4096 - 256], sample[4096 + 256]  # the middle rank +- 11 standard deviations
+        below = int(np.count_nonzero(values < low))
+        inside = values[(values >= low) & (values <= high)]
+        if below <= ranks[0] and ranks[-1] < below + len(inside):
+            values, ranks = inside, [r - below for r in ranks]
+    values.partition(ranks)
+    return sum(float(values[r]) for r in ranks) / len(ranks)
 
 
-def _category_codes(frame: pd.DataFrame, column: str, rows: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
-    """(codes per row, category names): missing values are the category "(missing)" — missingness often
-    carries signal. Factorizing once and naming the few distinct values is fast on big files."""
-    series = frame[column] if rows is None else frame[column].iloc[rows]
-    codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    names = [_label_text(u) for u in uniques]
-    if (codes < 0).any():
-        codes = np.where(codes < 0, len(names), codes)
-        names.append(MISSING)
-    return codes, names
+def _thread_map(function: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+    """`map` on `worker_count()` threads (in order); plain `map` when there is one CPU or one item."""
+    items = list(items)
+    workers = min(worker_count(), len(items))
+    if workers <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(function, items))
 
 
 # --------------------------------------------------------------------------------------------- targets
@@ -514,13 +724,12 @@ def prepare_dataset(data_path: Path | str, output_dir: Path | str, *, test_split
     y_all, classes = encode_target(frame[target], resolved_task, source=source, target=target)
     if classes is not None:
         _check_classes(y_all, classes, source=source, target=target)
-    features = plan.numeric + plan.categorical
-    groups = _row_hashes(frame, features + [target])
-    splits = split_indices(y_all if classes is not None else None, groups,
+    table = plan.columns
+    splits = split_indices(y_all if classes is not None else None, row_groups(table, y_all),
                            test_split=test_split, val_split=val_split, seed=seed)
     _check_split_sizes(splits, len(frame), test_split, val_split, source=source)
 
-    preprocessor = Preprocessor(plan.numeric, plan.categorical).fit(frame, splits["train"])
+    preprocessor = Preprocessor(plan.numeric, plan.categorical).fit(table, splits["train"])
 
     schema = {
         "schema_version": SCHEMA_VERSION,
@@ -544,19 +753,8 @@ def prepare_dataset(data_path: Path | str, output_dir: Path | str, *, test_split
         "files": {name: {"X": f"{name}_X.npy", "y": f"{name}_y.npy"} for name in SPLITS},
     }
     schema["data_sha256"] = _fingerprint(schema)
-    _write_output(output_dir, schema, {
-        name: (lambda path, idx=idx: _save_features(path, preprocessor, frame, idx), y_all[idx])
-        for name, idx in splits.items()})
+    _write_output(output_dir, schema, lambda staging: _save_splits(staging, preprocessor, table, splits, y_all))
     return PrepareResult(output_dir=output_dir, schema=schema, notes=notes)
-
-
-def _row_hashes(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """A 64-bit hash per row over `columns` (equal rows, equal hashes), one column at a time: no frame copy."""
-    combined = np.zeros(len(frame), dtype=np.uint64)
-    for column in columns:
-        column_hash = pd.util.hash_pandas_object(frame[column], index=False).to_numpy()
-        combined = combined * np.uint64(1_000_003) ^ column_hash  # wraps modulo 2**64, as intended
-    return combined
 
 
 def _check_fractions(test_split: float, val_split: float) -> None:
@@ -603,29 +801,71 @@ def _read_header(path: Path | str, encoding: str, delimiter: str) -> list[str]:
         return []
 
 
-def _save_features(path: Path, preprocessor: Preprocessor, frame: pd.DataFrame, rows: np.ndarray,
-                   chunk_rows: int = 65_536) -> None:
-    """Transform `rows` chunk by chunk straight into a .npy file: memory holds one chunk, not the split."""
-    shape = (len(rows), len(preprocessor.feature_names_))
-    with open(path, "wb") as handle:
-        np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
-                                                      "fortran_order": False, "shape": shape})
-        for start in range(0, len(rows), chunk_rows):
-            preprocessor.transform(frame, rows[start:start + chunk_rows]).tofile(handle)
+def _save_splits(directory: Path, preprocessor: Preprocessor, table: Columns, splits: dict[str, np.ndarray],
+                 labels: np.ndarray, chunk_bytes: int = 8 << 20, write_bytes: int = 1 << 20) -> None:
+    """Write each split's labels, and its features transformed chunk by chunk straight into `<split>_X.npy`.
+
+    Worker threads transform chunks (NumPy releases the GIL) while this thread writes them in order, so memory
+    holds a few chunks of ~`chunk_bytes`, never a whole split, and both cores stay busy on big files. Chunks
+    are written in slices of ~`write_bytes`: on the benchmark machine, 8 MiB write() calls made the kernel
+    spend up to 3x longer storing the same 348 MB (0.5-0.8 s vs 0.2 s) than 1-2 MiB ones, while chunks
+    smaller than 8 MiB leave too little work between two threads' GIL hand-offs to run in parallel."""
+    width = len(preprocessor.feature_names_)
+    chunk_rows = max(1, chunk_bytes // (4 * max(width, 1)))
+    slice_rows = max(1, write_bytes // (4 * max(width, 1)))
+    spare: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()  # buffers written out, ready for reuse
+
+    def transform(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            buffer = spare.get_nowait()
+        except queue.Empty:
+            buffer = np.empty((chunk_rows, width), dtype=np.float32)
+        return buffer, preprocessor.transform(table, rows, out=buffer[: len(rows)])
+
+    jobs = [(name, rows[start:start + chunk_rows]) for name, rows in splits.items()
+            for start in range(0, len(rows), chunk_rows)]
+    handles: dict[str, Any] = {}
+    try:
+        for name, rows in splits.items():
+            np.save(directory / f"{name}_y.npy", labels[rows])
+            handles[name] = open(directory / f"{name}_X.npy", "wb")
+            np.lib.format.write_array_header_1_0(handles[name], {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                "shape": (len(rows), width)})
+        workers = worker_count()
+        with ThreadPoolExecutor(workers) as pool:
+            for (name, _), (buffer, features) in zip(jobs, _ordered_map(pool, transform, [r for _, r in jobs],
+                                                                       ahead=workers + 1)):
+                for start in range(0, len(features), slice_rows):
+                    features[start:start + slice_rows].tofile(handles[name])
+                spare.put(buffer)
+    finally:
+        for handle in handles.values():
+            handle.close()
 
 
-def _write_output(output_dir: Path, schema: dict, splits: dict[str, tuple[Any, np.ndarray]]) -> None:
+def _ordered_map(pool: ThreadPoolExecutor, function: Callable[[Any], Any], items: list[Any], *,
+                 ahead: int) -> Iterator[Any]:
+    """`pool.map` with at most `ahead` results in flight (pool.map submits everything at once: all the memory)."""
+    pending: deque[Future] = deque()
+    for item in items:
+        pending.append(pool.submit(function, item))
+        if len(pending) > ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _write_output(output_dir: Path, schema: dict, write_files: Callable[[Path], None]) -> None:
     """Build the folder beside its final place, then rename it in: readers see all of it or none.
 
-    `splits` maps each split name to (a function writing its features to a path, its labels)."""
+    `write_files(staging)` writes the split files into the staging folder."""
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = output_dir.with_name(f".{output_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        for name, (write_features, labels) in splits.items():
-            write_features(staging / f"{name}_X.npy")
-            np.save(staging / f"{name}_y.npy", labels)
+        write_files(staging)
         fileio.atomic_write_json(staging / "schema.json", schema)
         fileio.fsync_dir(staging)
         if output_dir.exists():

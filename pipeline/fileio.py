@@ -108,8 +108,11 @@ def read_json(path: Path) -> Any | None:
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    """The file's sha256, read through one reused buffer (no new memory per chunk)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
+    buffer = bytearray(chunk_size)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        while size := handle.readinto(buffer):
+            digest.update(view[:size])
     return digest.hexdigest()

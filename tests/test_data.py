@@ -180,7 +180,7 @@ def test_handled_rather_than_refused(tmp_path: Path):
 
 
 def test_large_file_reads_fast_path(tmp_path: Path):
-    """The pyarrow engine is used (a numeric column stays numeric, thousands of rows parse)."""
+    """The big-file path (float32 dtypes learned from the first rows) keeps a numeric column numeric."""
     csv = make_regression_csv(tmp_path / "big.csv", rows=20_000)
     loaded = data.read_csv(csv)
     assert len(loaded.frame) == 20_000 and pd.api.types.is_float_dtype(loaded.frame["a"])
@@ -207,12 +207,20 @@ def test_big_file_floats_are_parsed_as_float32_but_the_target_keeps_its_precisio
 
 
 def test_streamed_features_equal_the_in_memory_transform(tmp_path: Path):
-    """Splits are written chunk by chunk; the file must hold exactly what one transform call returns."""
+    """Splits are written chunk by chunk on worker threads; the files must hold exactly what one transform
+    call returns, in order."""
     frame = data.read_csv(BUNDLED_CSV).frame
     prep = data.Preprocessor(["bill_length_mm", "body_mass_g", "year"], ["island", "sex"]).fit(frame)
-    rows = np.random.default_rng(0).permutation(len(frame))[:300]
-    data._save_features(tmp_path / "x.npy", prep, frame, rows, chunk_rows=64)  # 5 chunks, the last one partial
-    streamed = np.load(tmp_path / "x.npy")
-    assert streamed.flags["C_CONTIGUOUS"] and streamed.dtype == np.float32
-    assert np.array_equal(streamed, prep.transform(frame, rows))
+    order = np.random.default_rng(0).permutation(len(frame))
+    splits = {"train": order[:300], "val": order[300:], "test": order[:0]}
+    labels = np.arange(len(frame))
+    width = len(prep.feature_names_)
+    data._save_splits(tmp_path, prep, data.Columns.of(frame, prep.numeric, prep.categorical), splits, labels,
+                      chunk_bytes=64 * 4 * width)  # 64-row chunks: 5 for train, the last one partial
+    for name, rows in splits.items():
+        streamed = np.load(tmp_path / f"{name}_X.npy")
+        assert streamed.flags["C_CONTIGUOUS"] and streamed.dtype == np.float32 and streamed.shape == (len(rows), width)
+        assert np.array_equal(streamed, prep.transform(frame, rows))
+        assert np.array_equal(np.load(tmp_path / f"{name}_y.npy"), rows)
+    rows = splits["train"]
     assert np.array_equal(prep.transform(frame, rows), prep.transform(frame.iloc[rows].reset_index(drop=True)))
