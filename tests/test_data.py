@@ -224,3 +224,74 @@ def test_streamed_features_equal_the_in_memory_transform(tmp_path: Path):
         assert np.array_equal(np.load(tmp_path / f"{name}_y.npy"), rows)
     rows = splits["train"]
     assert np.array_equal(prep.transform(frame, rows), prep.transform(frame.iloc[rows].reset_index(drop=True)))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 200_000), st.sampled_from(["normal", "few_values", "sorted", "constant"]), st.integers(0, 99))
+def test_median_is_exact(n, kind, seed):
+    """The sampled-bracket median equals NumPy's exact one, for sizes on both sides of the sampling threshold,
+    heavy ties and sorted input."""
+    rng = np.random.default_rng(seed)
+    values = {"normal": rng.normal(size=n), "few_values": rng.integers(0, 4, n).astype(float),
+              "sorted": np.sort(rng.exponential(size=n)), "constant": np.full(n, 2.5)}[kind].astype(np.float32)
+    assert data._median(values.copy()) == np.median(values.astype(np.float64))
+
+
+def test_numeric_stats_equal_the_imputed_column_statistics():
+    """Mean and std are computed without building the imputed copy; they must equal the copy's."""
+    rng = np.random.default_rng(3)
+    values = rng.normal(5, 2, 100_001).astype(np.float32)
+    values[rng.random(len(values)) < 0.1] = np.nan
+    rows = np.sort(rng.choice(len(values), 70_000, replace=False))
+    median, mean, std = data._numeric_stats(values, rows)
+    part = values[rows].astype(np.float64)
+    filled = np.where(np.isnan(part), np.median(part[~np.isnan(part)]), part)
+    assert median == np.median(part[~np.isnan(part)])
+    assert mean == pytest.approx(filled.mean(), rel=1e-12) and std == pytest.approx(filled.std(), rel=1e-9)
+
+
+def test_group_ids_number_groups_by_first_appearance():
+    assert data._group_ids(np.array([7, 3, 9], dtype=np.uint64)) is None  # all distinct: every row its own group
+    assert data._group_ids(np.arange(1)) is None
+    ids = data._group_ids(np.array([5, 2, 5, 8, 2, 5], dtype=np.uint64))
+    assert ids.tolist() == [0, 1, 0, 2, 1, 0]
+    assert data._group_ids(np.array(["b", "a", "b"], dtype=object)).tolist() == [0, 1, 0]
+
+
+def test_row_groups_equal_rows_share_a_key_and_different_rows_do_not():
+    frame = pd.DataFrame({"x": [1.5, 1.5, 1.5, np.nan, np.nan, 2.0], "n": [1, 1, 1, 4, 4, 1],
+                          "c": ["a", "a", "b", None, None, "a"]})
+    table = data.Columns.of(frame, ["x", "n"], ["c"])
+    keys = data.row_groups(table, np.array([0, 0, 0, 1, 1, 0]))
+    assert keys[0] == keys[1] and keys[3] == keys[4]  # identical rows (missing values included)
+    assert len({keys[0], keys[2], keys[3], keys[5]}) == 4
+    assert keys[0] != data.row_groups(table, np.array([1, 0, 0, 1, 1, 0]))[0]  # the label is part of the row
+
+
+def test_fit_and_transform_accept_converted_columns_and_an_out_buffer():
+    frame = data.read_csv(BUNDLED_CSV).frame
+    numeric, categorical = ["bill_length_mm", "body_mass_g", "year"], ["island", "sex"]
+    rows = np.arange(0, len(frame), 2)
+    from_frame = data.Preprocessor(numeric, categorical).fit(frame, rows)
+    table = data.Columns.of(frame, numeric, categorical)
+    from_table = data.Preprocessor(numeric, categorical).fit(table, rows)
+    assert from_table.to_dict() == from_frame.to_dict()
+    out = np.full((len(rows), len(from_table.feature_names_)), 7.0, dtype=np.float32)  # stale contents
+    assert from_table.transform(table, rows, out=out) is out
+    assert np.array_equal(out, from_frame.transform(frame, rows))
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        from_table.transform(table, rows, out=np.zeros((len(rows), 2), dtype=np.float32))
+
+
+def test_a_file_cut_inside_a_utf8_character_is_refused(tmp_path: Path):
+    csv = tmp_path / "cut.csv"
+    csv.write_bytes("x,label\n1,caf\u00e9\n".encode()[:-2])  # the last byte of 'é' and the newline are gone
+    with pytest.raises(DataError, match="not valid utf-8|ends inside a multi-byte"):
+        data.prepare_dataset(csv, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_worker_count_follows_pandas_thread_option():
+    with pd.option_context("mode.max_threads", 1):
+        assert data.worker_count() == 1
+    assert 1 <= data.worker_count() <= 8
