@@ -53,7 +53,7 @@ sweep: setup
 	$(PY) -m pipeline.course sweep --params $(PARAMS) --learning-rates 0.0003,0.001,0.003 --run-dir runs/sweep
 
 benchmarks: setup
-	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_prepare.py
+	$(PY) benchmarks/bench_prepare.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_train.py
 
 clean:

@@ -147,9 +147,10 @@ def read_csv(path: Path | str, *, encoding: str = "utf-8", delimiter: str = ",",
              chunk_rows: int = 250_000) -> CsvFile:
     """Read a CSV after checking encoding and delimiter; header names are stripped.
 
-    Measured on 1M rows x 34 columns (2 cores): pandas' C engine (which parses a big file on several threads)
-    took 0.8-1.0 s, the pyarrow engine 2.6-3.9 s. So: the C engine, with float columns parsed as float32 (the
-    features end as float32 anyway; half the memory) except `keep_dtype` (the target). pandas decodes strictly,
+    Measured on 1M rows x 34 columns (2 cores, both engines on both): pandas' C engine (which parses a big file
+    on several threads) took 0.8-1.3 s, the pyarrow engine was no faster and peaked at 4.6x the file's size in
+    memory. So: the C engine, with float columns parsed as float32 (the features end as float32 anyway; half the
+    memory) except `keep_dtype` (the target). pandas decodes strictly,
     so a parse that succeeds has proven the encoding; when it fails, the bytes are scanned first so that an
     encoding problem is reported with its line. The sha256 is computed after the parse, in the background
     (`CsvFile.sha256` waits for it): it then overlaps the lighter work that follows instead of taking a core
