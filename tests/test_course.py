@@ -175,3 +175,4 @@ def test_performance_notebook_runs_under_papermill(tmp_path: Path):
                                cwd=str(tmp_path))
     text = "".join(o.get("text", "") for c in nbformat.read(str(out), as_version=4).cells for o in c.get("outputs", []))
     assert "to_numpy() C-contiguous? False" in text and "indexed tensors" in text and "every 50 steps" in text
+    assert "transposing 20,000 rows" in text
