@@ -295,3 +295,13 @@ def test_worker_count_follows_pandas_thread_option():
     with pd.option_context("mode.max_threads", 1):
         assert data.worker_count() == 1
     assert 1 <= data.worker_count() <= 8
+
+
+def test_transform_refuses_rows_outside_the_table():
+    frame = pd.DataFrame({"n": [1.0, 2.0, 3.0], "c": ["a", "b", "a"]})
+    prep = data.Preprocessor(["n"], ["c"]).fit(frame)
+    with pytest.raises(IndexError, match=r"rows must lie in \[0, 3\)"):
+        prep.transform(frame, np.array([0, 3]))
+    with pytest.raises(IndexError):
+        prep.transform(frame, np.array([-1]))
+    assert prep.transform(frame, [2, 0]).shape == (2, 3)  # a list of rows works too
