@@ -69,7 +69,10 @@ def _in_background(function: Callable[..., Any], *args: Any) -> Future:
 def worker_count() -> int:
     """Threads for column and chunk work: pandas' own `mode.max_threads` if set, else the CPUs this process
     may use (affinity), at most 8. NumPy releases the GIL in the heavy loops, so threads really run in parallel."""
-    configured = pd.get_option("mode.max_threads")
+    try:
+        configured = pd.get_option("mode.max_threads")  # pandas >= 3.1, which also parses CSVs on threads
+    except KeyError:  # pandas' OptionError: an older pandas without the option
+        configured = None
     if configured:
         return max(1, int(configured))
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
