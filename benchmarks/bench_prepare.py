@@ -1,6 +1,6 @@
 """Benchmark: preparing a 1,000,000-row x 34-column CSV against a bare `pandas.read_csv` of the same file.
 
-    python benchmarks/bench_prepare.py [--rows 1000000] [--rounds 7]
+    python benchmarks/bench_prepare.py [--rows 1000000] [--rounds 9]
 
 Each measurement runs in a fresh subprocess (so peak RSS is its own), baseline and pipeline interleaved; the
 time ratio is printed both as best-of-rounds over best-of-rounds and as the median of per-round pairs (this VM's
@@ -78,7 +78,7 @@ def measure(kind: str, csv: Path, out: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "big.csv"
