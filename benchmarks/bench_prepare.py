@@ -2,9 +2,10 @@
 
     python benchmarks/bench_prepare.py [--rows 1000000] [--rounds 9]
 
-Each measurement runs in a fresh subprocess (so peak RSS is its own), baseline and pipeline interleaved; the
-time ratio is printed both as best-of-rounds over best-of-rounds and as the median of per-round pairs (this VM's
-shared cores and page-cache writeback make single rounds noisy).
+Each measurement runs in a fresh subprocess (so peak RSS is its own), baseline and pipeline interleaved. The time
+ratio is printed for the calls alone (the goal's strict reading) and with the interpreter's imports included (what
+a user waits for), each as the median of per-round pairs and as best over best: this VM's shared cores and
+page-cache writeback make single rounds noisy.
 Goals (issue 2): prepare <= 2x read_csv time; prepare peak RSS <= 3x the CSV's size; loading the processed
 training split into a tensor well under a second.
 """
@@ -24,24 +25,25 @@ import numpy as np
 CHILD = r"""
 import json, resource, sys, time
 kind, csv, out = sys.argv[1], sys.argv[2], sys.argv[3]
-started = time.perf_counter()
+launched = time.perf_counter()
+import pandas as pd
+if kind in ("prepare", "load"):
+    from pipeline import data
+if kind == "load":
+    import torch
+started = time.perf_counter()  # the call alone: imports are timed apart
 if kind == "read_csv_c":
-    import pandas as pd
     frame = pd.read_csv(csv)
 elif kind == "read_csv_pyarrow":
-    import pandas as pd
     frame = pd.read_csv(csv, engine="pyarrow")
 elif kind == "prepare":
-    from pipeline import data
     data.prepare_dataset(csv, out, seed=0)
 elif kind == "load":
-    import torch
-    from pipeline import data
-    started = time.perf_counter()
     X = torch.from_numpy(data.load_split(out, "train")[0])
     assert X.is_contiguous() and X.dtype == torch.float32
-seconds = time.perf_counter() - started
-print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+done = time.perf_counter()
+print(json.dumps({"seconds": done - started, "with_imports": done - launched,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
@@ -100,11 +102,11 @@ def main() -> None:
         print(f"pandas.read_csv (C engine):       {best['read_csv_c']:.2f}s   peak RSS {rss['read_csv_c']:.0f} MiB")
         print(f"pandas.read_csv (pyarrow engine): {best['read_csv_pyarrow']:.2f}s   peak RSS {rss['read_csv_pyarrow']:.0f} MiB")
         print(f"prepare_dataset (whole phase 1):  {best['prepare']:.2f}s   peak RSS {rss['prepare']:.0f} MiB")
-        paired = sorted(p["seconds"] / r["seconds"]
-                        for p, r in zip(results["prepare"], results["read_csv_c"], strict=True))
-        print(f"ratio prepare / read_csv(C):      {best['prepare'] / best['read_csv_c']:.2f}x best of each, "
-              f"{paired[len(paired) // 2]:.2f}x median of rounds (range {paired[0]:.2f}-{paired[-1]:.2f})   "
-              "(goal <= 2.0x)")
+        for key, label in (("seconds", "the calls alone"), ("with_imports", "with imports")):
+            paired = sorted(p[key] / r[key] for p, r in zip(results["prepare"], results["read_csv_c"], strict=True))
+            best_ratio = min(r[key] for r in results["prepare"]) / min(r[key] for r in results["read_csv_c"])
+            print(f"ratio prepare / read_csv(C), {label + ':':17s} {paired[len(paired) // 2]:.2f}x median of rounds "
+                  f"(range {paired[0]:.2f}-{paired[-1]:.2f}), {best_ratio:.2f}x best of each   (goal <= 2.0x)")
         print(f"ratio peak RSS / CSV size:        {rss['prepare'] / size_mb:.2f}x   (goal <= 3.0x)")
         print(f"load train split into a tensor:   {1000 * best['load']:.0f} ms   (goal well under 1 s)")
 
