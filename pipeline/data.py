@@ -422,10 +422,15 @@ def row_groups(table: "Columns", labels: np.ndarray) -> np.ndarray:
     so the difference cannot vanish modulo 2**64); for other distinct rows it is vanishingly unlikely, and would
     only keep the two in the same split. Identical rows always share theirs, which is what disjoint splits need."""
     key = np.zeros(table.n_rows, dtype=np.uint64)
-    columns = [*table.numeric.values(), *(codes for codes, _ in table.categorical.values()), labels]
-    for values in columns:
-        key *= _HASH_MULTIPLIER
-        key += _as_uint64(np.asarray(values))
+    columns = [np.asarray(c) for c in (*table.numeric.values(), *(c for c, _ in table.categorical.values()), labels)]
+
+    def fill(start: int) -> None:  # 65,536 rows at a time: the slice of `key` stays in the CPU cache
+        part = key[start:start + 65_536]
+        for values in columns:
+            part *= _HASH_MULTIPLIER
+            part += _as_uint64(values[start:start + 65_536])
+
+    _thread_map(fill, range(0, table.n_rows, 65_536))
     return key
 
 
@@ -730,11 +735,13 @@ def prepare_dataset(data_path: Path | str, output_dir: Path | str, *, test_split
     notes.append(f"task: {resolved_task}" + (" (auto; override with --task)" if task == "auto" else ""))
     if resolved_task == "regression" and pd.api.types.is_numeric_dtype(frame[target]):
         check_numeric(frame, target, source=source)
+    labels = frame[target]  # encoded on a thread of its own while the feature columns are inspected
+    encoded = _in_background(lambda: encode_target(labels, resolved_task, source=source, target=target))
     plan = infer_columns(frame, target, source=source)
     for item in plan.dropped:
         notes.append(f"dropped column '{item['name']}': {item['reason']}")
 
-    y_all, classes = encode_target(frame[target], resolved_task, source=source, target=target)
+    y_all, classes = encoded.result()
     if classes is not None:
         _check_classes(y_all, classes, source=source, target=target)
     table = plan.columns
