@@ -6,4 +6,4 @@ HTML training report). Importing the package does nothing but define names:
 
     from pipeline import data, train
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"
