@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import csv
 import difflib
+import hashlib
 import json
 import math
 import os
@@ -103,8 +104,6 @@ def _scan_file(path: Path, encoding: str) -> str:
 
     Pure-ASCII stretches are valid UTF-8 by definition, and `bytes.isascii` checks them ~6x faster than decoding;
     one reused buffer means no new memory per chunk."""
-    import hashlib
-
     utf8 = codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     digest = hashlib.sha256()
@@ -153,11 +152,10 @@ def read_csv(path: Path | str, *, encoding: str = "utf-8", delimiter: str = ",",
     Measured on 1M rows x 34 columns (2 cores, both engines on both): pandas' C engine (which parses a big file
     on several threads) took 0.8-1.3 s, the pyarrow engine was no faster and peaked at 4.6x the file's size in
     memory. So: the C engine, with float columns parsed as float32 (the features end as float32 anyway; half the
-    memory) except `keep_dtype` (the target). pandas decodes strictly,
-    so a parse that succeeds has proven the encoding; when it fails, the bytes are scanned first so that an
-    encoding problem is reported with its line. The sha256 is computed after the parse, in the background
-    (`CsvFile.sha256` waits for it): it then overlaps the lighter work that follows instead of taking a core
-    from the parser's threads.
+    memory) except `keep_dtype` (the target). pandas decodes strictly, so a parse that succeeds has proven the
+    encoding; when it fails, the bytes are scanned first so that an encoding problem is reported with its line.
+    The sha256 is computed after the parse, in the background (`CsvFile.sha256` waits for it): it then overlaps
+    the lighter work that follows instead of taking a core from the parser's threads.
     """
     path = Path(path)
     if not path.is_file():
@@ -220,7 +218,7 @@ def _downcast(frame: pd.DataFrame, keep: str | None) -> pd.DataFrame:
 
 
 def _describe_parse_error(path: Path, encoding: str, delimiter: str, exc: Exception) -> str:
-    """pyarrow says what went wrong but not where; find the first row with the wrong field count."""
+    """The parser says what went wrong but not where; find the first row with the wrong field count."""
     with open(path, encoding=encoding, newline="", errors="replace") as handle:
         reader = csv.reader(handle, delimiter=delimiter)
         width = len(next(reader, []))
@@ -414,7 +412,7 @@ def split_indices(labels: np.ndarray | None, groups: np.ndarray, *, test_split: 
     return {name: np.flatnonzero(row_assignment == code) for code, name in enumerate(SPLITS)}
 
 
-def row_groups(table: "Columns", labels: np.ndarray) -> np.ndarray:
+def row_groups(table: Columns, labels: np.ndarray) -> np.ndarray:
     """A 64-bit key per row over every feature column and the label: identical rows get identical keys.
 
     A polynomial hash (key * M + value, wrapping at 2**64) over each column's bits or category codes: three
@@ -910,8 +908,6 @@ def _write_output(output_dir: Path, schema: dict, write_files: Callable[[Path], 
 def _fingerprint(schema: dict) -> str:
     """One hash for 'the same processed data': the source bytes and everything that shaped the splits
     (the transformation is deterministic, so the files follow from these)."""
-    import hashlib
-
     keyed = {k: schema[k] for k in ("source", "target", "task", "classes", "features", "preprocessing", "splits",
                                     "rows", "package_version")}
     keyed["source"] = {"sha256": schema["source"]["sha256"]}

@@ -6,7 +6,6 @@ one whole line per write, and readers skip a last line that has not been finishe
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -105,14 +104,3 @@ def read_json(path: Path) -> Any | None:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
         return None
-
-
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    """The file's sha256, read through one reused buffer (no new memory per chunk)."""
-    digest = hashlib.sha256()
-    buffer = bytearray(chunk_size)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
-        while size := handle.readinto(buffer):
-            digest.update(view[:size])
-    return digest.hexdigest()

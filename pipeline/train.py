@@ -11,6 +11,7 @@ uninterrupted run would (on CPU: every tensor identical).
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import fcntl
 import math
@@ -373,8 +374,6 @@ def evaluate(model: nn.Module, X: np.ndarray, y: np.ndarray, *, task: str, loss_
     if X.shape[0] == 0:
         return {}
     out = torch.from_numpy(predict_arrays(model, X, device=device, amp=amp))
-    import copy
-
     loss_fn = copy.deepcopy(loss_fn).cpu()  # a CPU copy: the training loss (and its class weights) stays put
     if task == "classification":
         target = torch.from_numpy(np.asarray(y)).long()
@@ -878,8 +877,6 @@ def _model_spec(config: TrainConfig, dataset: data.Dataset, target_scale: tuple[
 
 def _best_model(save_dir: Path, net: nn.Module, device: torch.device) -> nn.Module:
     """A copy of `net` holding the best checkpoint's weights (or the current ones if there is none)."""
-    import copy
-
     best_net = copy.deepcopy(net)
     best = save_dir / "best.pt"
     if best.exists():
