@@ -2,14 +2,15 @@
 
 A file is either its old content or its new content, never half of each: we write a temporary file in the
 same folder, fsync it, then rename it over the target (rename is atomic on POSIX). JSONL logs are appended
-one whole line per write, and readers skip a last line that has not been finished yet.
+one whole line per write, and readers skip a last line that has not been finished yet. Every file is created
+with mode 0666 less the process umask, as `open()` would (so a colleague can read a report when the umask says so).
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ def fsync_dir(path: Path) -> None:
 def atomic_write_bytes(path: Path, payload: bytes, *, durable: bool = True) -> None:
     """Replace `path` with `payload` atomically; `durable` also fsyncs (survives power loss, not just kill)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
@@ -45,6 +46,19 @@ def atomic_write_bytes(path: Path, payload: bytes, *, durable: bool = True) -> N
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new, uniquely named file beside `path`, open for writing: `tempfile.mkstemp` without its mode 0600.
+
+    O_EXCL makes the name ours alone, as mkstemp does; mode 0666 lets the kernel apply the umask, as open() does."""
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path.parent}: could not create a temporary file beside {path.name}")
 
 
 def to_strict_json(value: Any) -> Any:
@@ -74,7 +88,7 @@ def append_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     if not records:
         return
     payload = "".join(dumps_strict(r) + "\n" for r in records).encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         os.write(fd, payload)
     finally:

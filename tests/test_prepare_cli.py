@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -95,3 +97,21 @@ def test_missing_file_and_bad_fractions(tmp_path: Path, capsys):
     assert prepare_dataset.main(["--data-path", str(csv), "--output-dir", str(tmp_path / "o"),
                                  "--test-split", "0.7", "--val-split", "0.4"]) == 2
     assert "must each be in [0, 1)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_written_files_follow_the_umask(umask: int, expected: int, tmp_path: Path):
+    """Atomic writes must not keep mkstemp's 0600: a colleague (group) can read schema.json, metrics, reports."""
+    from pipeline import fileio
+
+    old = os.umask(umask)
+    try:
+        fileio.atomic_write_json(tmp_path / "a.json", {"x": 1})
+        fileio.append_jsonl(tmp_path / "log.jsonl", [{"x": 1}])
+        assert prepare_dataset.main(["--data-path", str(BUNDLED_CSV), "--output-dir", str(tmp_path / "o")]) == 0
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "a.json", tmp_path / "log.jsonl", tmp_path / "o" / "schema.json",
+                 tmp_path / "o" / "train_X.npy"):
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
