@@ -17,7 +17,9 @@ import math
 import os
 import queue
 import shutil
+import re
 import threading
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.api import guess_datetime_format
 
 from pipeline import __version__, fileio
 from pipeline.errors import DataError
@@ -35,7 +38,7 @@ from pipeline.errors import DataError
 SCHEMA_VERSION = 1
 PRODUCER = "pipeline.prepare_dataset"
 SPLITS = ("train", "val", "test")
-MAX_CATEGORIES = 50  # one-hot columns per categorical feature; rarer categories encode as all zeros
+MAX_CATEGORIES = 50  # default --max-levels: one-hot columns per categorical feature; rarer ones encode as all zeros
 CLASSIFICATION_MAX_INT_CLASSES = 20
 
 
@@ -230,14 +233,6 @@ def _describe_parse_error(path: Path, encoding: str, delimiter: str, exc: Except
 
 
 # ------------------------------------------------------------------------------------- column inference
-@dataclass(frozen=True)
-class ColumnPlan:
-    numeric: list[str]
-    categorical: list[str]
-    dropped: list[dict[str, str]]  # [{"name", "reason"}]
-    columns: Columns | None = field(default=None, repr=False, compare=False)  # the kept ones, converted
-
-
 def _rows(mask: np.ndarray, limit: int = 3) -> str:
     """1-based data-row numbers (the header is not a row) of the first few True entries."""
     found = np.flatnonzero(mask)[:limit] + 1
@@ -290,63 +285,222 @@ def _refuse_numbers_with_garbage(series: pd.Series, codes: np.ndarray, uniques: 
         f"(rows {_rows(garbage)}, e.g. {series[garbage].iloc[0]!r}); fix or blank those cells")
 
 
-def infer_columns(frame: pd.DataFrame, target: str, *, source: Path | str = "data") -> ColumnPlan:
-    """Classify every feature column as numeric, categorical, or dropped (with the reason printed later).
+# How prepare judges a column (the rules the column report cites; documented in data/README.md too):
+NEAR_UNIQUE_SHARE = 0.5       # text with more distinct values than this share of its filled cells: ID/name/free text
+ID_RULES_MIN_ROWS = 20        # below this many filled cells, uniqueness says nothing
+ID_DISTINCT_SHARE = 0.95      # whole numbers this distinct, named like an ID or increasing: a key, not a measure
+DATETIME_SHARE = 0.9          # a text column is dates when this share of its distinct values parse with one format
+DATETIME_PARTS = ("year", "month", "day", "dayofweek", "hour", "minute")
+_DATETIME_FORMATS = ("%Y-%m-%d", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y/%m/%d",
+                     "%d-%b-%y", "%d-%b-%Y", "%d %b %Y", "%d %B %Y", "%b %d, %Y", "%B %d, %Y", "%m/%d/%Y",
+                     "%d/%m/%Y", "%m/%d/%y", "%d/%m/%y", "%d.%m.%Y", "%m/%d/%Y %H:%M", "%d/%m/%Y %H:%M")
+_ID_NAME = re.compile(r"(?:^|[^A-Za-z])(?:id|Id|ID|key|Key|KEY|uuid|UUID|guid|index|Index|idx)$|[a-z](?:Id|ID)$")
+_CODE_NAME = re.compile(r"code|type|kind|class|categ|group|status|district|school|region|zone|zip", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    numeric: list[str]  # feature names; a datetime column contributes one per part, e.g. 'date.month'
+    categorical: list[str]
+    dropped: list[dict[str, str]]  # [{"name", "reason"}]
+    columns: Columns | None = field(default=None, repr=False, compare=False)  # the kept ones, converted
+    datetime: dict[str, dict[str, Any]] = field(default_factory=dict)  # column -> {"format", "parts", "unparsed"}
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)  # column -> what the report cites
+
+
+def infer_columns(frame: pd.DataFrame, target: str, *, source: Path | str = "data", drop: Iterable[str] = (),
+                  categorical: Iterable[str] = (), max_levels: int = MAX_CATEGORIES) -> ColumnPlan:
+    """Classify every feature column as numeric, categorical, datetime (expanded into numeric parts) or dropped
+    (with the reason the column report prints). `drop` and `categorical` are the user's --drop/--categorical.
 
     Columns are inspected on worker threads; the plan carries the kept ones converted (`ColumnPlan.columns`),
     so nothing is parsed or factorized twice."""
+    drop, forced = set(drop), set(categorical)
     features = [column for column in frame.columns if column != target]
-    series = [frame[column] for column in features]  # taken here: the threads only read NumPy/Arrow data
-    verdicts = _thread_map(lambda item: _inspect_column(item[0], item[1], source), list(zip(series, features)))
+    inspected = [column for column in features if column not in drop]
+    series = [frame[column] for column in inspected]  # taken here: the threads only read NumPy/Arrow data
+    verdicts = dict(zip(inspected, _thread_map(
+        lambda item: _inspect_column(item[0], item[1], source, categorical=item[1] in forced, max_levels=max_levels),
+        list(zip(series, inspected)))))
     numeric: dict[str, np.ndarray] = {}
-    categorical: dict[str, tuple[np.ndarray, list[str]]] = {}
-    dropped = []
-    for column, (kind, detail) in zip(features, verdicts):
+    categories: dict[str, tuple[np.ndarray, list[str]]] = {}
+    dates: dict[str, dict[str, Any]] = {}
+    dropped, facts = [], {}
+    for column in features:
+        kind, detail, fact = verdicts.get(column, ("dropped", "dropped with --drop", {}))
+        facts[column] = fact
         if kind == "numeric":
             numeric[column] = detail
         elif kind == "categorical":
-            categorical[column] = detail
+            categories[column] = detail
+        elif kind == "datetime":
+            parts, spec = detail
+            for part, values in parts.items():
+                name = f"{column}.{part}"
+                if name not in frame.columns:  # a real column of that name wins
+                    numeric[name] = values
+            dates[column] = spec
         else:
             dropped.append({"name": column, "reason": detail})
-    if not numeric and not categorical:
+    if not numeric and not categories:
         raise DataError(f"{source}: no usable feature columns besides the target '{target}' "
                         f"(dropped: {', '.join(d['name'] + ' - ' + d['reason'] for d in dropped) or 'none'})")
-    return ColumnPlan(numeric=list(numeric), categorical=list(categorical), dropped=dropped,
-                      columns=Columns(numeric=numeric, categorical=categorical, n_rows=len(frame)))
+    return ColumnPlan(numeric=list(numeric), categorical=list(categories), dropped=dropped,
+                      columns=Columns(numeric=numeric, categorical=categories, n_rows=len(frame)),
+                      datetime=dates, facts=facts)
 
 
-def _inspect_column(series: pd.Series, column: str, source: Path | str) -> tuple[str, Any]:
-    """("numeric", values) | ("categorical", (codes, names)) | ("dropped", reason)."""
+def _inspect_column(series: pd.Series, column: str, source: Path | str, *, categorical: bool = False,
+                    max_levels: int = MAX_CATEGORIES) -> tuple[str, Any, dict[str, Any]]:
+    """("numeric", values, facts) | ("categorical", (codes, names), facts) | ("datetime", (parts, spec), facts)
+    | ("dropped", reason, facts). `categorical`: the user said so (--categorical), whatever the values look like."""
     n_rows = len(series)
     if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
         values, low, high = _finite_values(series, column, source)
         if math.isnan(low):
-            return "dropped", "all values missing"
+            return "dropped", "all values missing", {}
+        facts: dict[str, Any] = {"missing": int(np.count_nonzero(np.isnan(values)))}
         if low == high:
-            return "dropped", "constant (one distinct value)"
-        if n_rows >= 20 and _is_id_like(values):
-            return "dropped", "ID-like (a different value in every row)"
-        return "numeric", values
+            return "dropped", "constant (one distinct value)", facts
+        if categorical:
+            return "categorical", _named_codes(*pd.factorize(series)), {**facts, "forced": True}
+        reason, distinct = _judge_whole_numbers(values, column)
+        if reason:
+            return "dropped", reason, facts
+        if distinct is not None and 3 <= distinct <= max_levels and (_CODE_NAME.search(column) or _ID_NAME.search(column)):
+            facts["hint"] = f"whole numbers, {distinct} distinct: if they are codes, pass --categorical {column}"
+        return "numeric", values, facts
     codes, uniques = pd.factorize(series)
     if not len(uniques):
-        return "dropped", "all values missing"
+        return "dropped", "all values missing", {}
+    facts = {"missing": int(np.count_nonzero(codes < 0))}
     if not pd.api.types.is_bool_dtype(series):
         _refuse_numbers_with_garbage(series, codes, uniques, column, source)
     if len(uniques) == 1:
-        return "dropped", "constant (one distinct value)"
-    if n_rows >= 20 and len(uniques) == n_rows:
-        return "dropped", "ID-like (a different value in every row)"
-    return "categorical", _named_codes(codes, uniques)
+        return "dropped", "constant (one distinct value)", facts
+    if not categorical and not pd.api.types.is_bool_dtype(series):
+        parsed = _parse_datetimes(uniques, codes)
+        if parsed is not None:
+            return "datetime", parsed, facts
+        filled = n_rows - facts["missing"]
+        if n_rows >= ID_RULES_MIN_ROWS and len(uniques) == n_rows:
+            return "dropped", "ID-like (a different value in every row)", facts
+        if filled >= ID_RULES_MIN_ROWS and len(uniques) > NEAR_UNIQUE_SHARE * filled:
+            return "dropped", (f"near-unique text: {len(uniques):,} distinct values in {filled:,} filled rows "
+                               "(an ID, a name or free text)"), facts
+    return "categorical", _named_codes(codes, uniques), {**facts, "forced": categorical}
 
 
-def _is_id_like(values: np.ndarray) -> bool:
-    """Whole numbers, none missing, all different: a row number or key, not a measurement."""
+def _judge_whole_numbers(values: np.ndarray, column: str) -> tuple[str | None, int | None]:
+    """(reason to drop as an ID or None, distinct count or None) for a numeric column.
+
+    None, None for anything with fractions (most measurements: decided from the first 1,000 rows, cheaply).
+    An ID: >= 95% distinct whole numbers that are named like an ID, or that increase row by row over a range
+    under twice the row count (a row number). Distinct whole numbers alone are no proof: volumes, prices in
+    cents and populations are often all different."""
     head = values[:1000]
-    if np.isnan(head).any() or np.mod(head, 1).any():  # cheap early exit for most columns
-        return False
-    if np.isnan(values).any() or np.mod(values, 1).any():
-        return False
-    return len(np.unique(values)) == len(values)
+    if np.mod(head[~np.isnan(head)], 1).any():
+        return None, None
+    filled = values[~np.isnan(values)]
+    if np.mod(filled, 1).any():
+        return None, None
+    distinct = len(np.unique(filled))
+    if len(filled) < ID_RULES_MIN_ROWS or distinct < ID_DISTINCT_SHARE * len(filled):
+        return None, distinct
+    if _ID_NAME.search(column):
+        return (f"ID-like: {distinct:,} distinct whole numbers in {len(filled):,} filled rows, and the name "
+                "says ID"), distinct
+    if _is_row_number(filled):
+        return "ID-like: whole numbers increasing row by row, like a row number", distinct
+    return None, distinct
+
+
+def _is_row_number(values: np.ndarray) -> bool:
+    """Strictly increasing whole numbers spanning less than twice their count: a row number or serial key."""
+    return bool(len(values) > 1 and np.all(np.diff(values) > 0) and values[-1] - values[0] < 2 * len(values))
+
+
+def _parse_datetimes(uniques: Any, codes: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """Numeric parts of a text column of dates (({part: float values per row}, spec)), or None if it is not one.
+
+    Judged on up to 50 distinct values: most must hold two groups of digits, and one format (guessed by pandas,
+    else the first of a few common ones, the one parsing most values) must parse >= 90% of them; then all distinct
+    values are parsed with it (vectorised, once per distinct value). Parts that never vary are left out."""
+    sample = [str(u) for u in np.asarray(uniques[:50], dtype=object)]
+    if sum(bool(re.search(r"\d+\D+\d+", value)) for value in sample) < DATETIME_SHARE * len(sample):
+        return None
+    candidates = []
+    for value in sample[:3]:
+        for dayfirst in (False, True):
+            guessed = guess_datetime_format(value, dayfirst=dayfirst)
+            if guessed and guessed not in candidates:
+                candidates.append(guessed)
+    candidates += [f for f in _DATETIME_FORMATS if f not in candidates]
+    best, best_parsed = None, 0
+    for fmt in candidates:
+        if not re.search("%[mbB]", fmt) or not re.search("%[Yy]", fmt):
+            continue  # a year and a month at least: '2019' alone or '12:30' is not a date
+        parsed = int(_to_datetime(sample, fmt).notna().sum())
+        if parsed > best_parsed:
+            best, best_parsed = fmt, parsed
+    if best is None or best_parsed < DATETIME_SHARE * len(sample):
+        return None
+    return _datetime_parts(uniques, codes, best)
+
+
+def _to_datetime(values: Any, fmt: str) -> pd.Series:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas warns about formats it cannot vectorise; the result is right
+        return pd.Series(pd.to_datetime(pd.Series(np.asarray(values, dtype=object)), format=fmt, errors="coerce",
+                                        utc=True))
+
+
+def _datetime_parts(uniques: Any, codes: np.ndarray, fmt: str, parts: Iterable[str] | None = None
+                    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Parse the distinct values with `fmt` and gather each part per row (float64, NaN where missing or unparsed).
+    `parts`: the ones to build (scoring new data); by default those that vary."""
+    stamps = _to_datetime(uniques, fmt)
+    unparsed_values = stamps.isna().to_numpy()
+    chosen = {}
+    for part in (DATETIME_PARTS if parts is None else parts):
+        per_value = np.append(getattr(stamps.dt, part).to_numpy(dtype=np.float64, na_value=np.nan), np.nan)
+        if parts is None:
+            present = per_value[~np.isnan(per_value)]
+            if not len(present) or present.min() == present.max():
+                continue
+        chosen[part] = per_value[np.where(codes < 0, len(per_value) - 1, codes)]  # code -1 (missing): NaN
+    unparsed = int(np.bincount(codes[codes >= 0], minlength=len(unparsed_values))[unparsed_values].sum())
+    return chosen, {"format": fmt, "parts": list(chosen), "unparsed": unparsed}
+
+
+def datetime_features(frame: pd.DataFrame, spec: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
+    """The numeric parts schema.json's `features.datetime` describes, computed from a raw frame (to score new data)."""
+    result = {}
+    for column, item in spec.items():
+        codes, uniques = pd.factorize(frame[column].astype(str).where(frame[column].notna()))
+        parts, _ = _datetime_parts(uniques, codes, item["format"], item["parts"])
+        result.update({f"{column}.{part}": values for part, values in parts.items()})
+    return result
+
+
+def check_requested_columns(columns: list[str], target: str | None, *, drop: Iterable[str] = (),
+                            categorical: Iterable[str] = (), source: Path | str = "data") -> None:
+    """Refuse --drop/--categorical names that are not columns (with a "did you mean"), the target, or both flags."""
+    for flag, names in (("--drop", drop), ("--categorical", categorical)):
+        for name in names:
+            if name in columns:
+                if name == target:
+                    raise DataError(f"{source}: {flag} names the target column '{target}'; choose another target "
+                                    "with --target, or leave it out of " + flag)
+                continue
+            close = difflib.get_close_matches(name, columns, n=1, cutoff=0.5)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            shown = ", ".join(columns[:30]) + (f", ... ({len(columns)} in all)" if len(columns) > 30 else "")
+            raise DataError(f"{source}: {flag}: no column named '{name}'; {hint}columns are: {shown}")
+    both = sorted(set(drop) & set(categorical))
+    if both:
+        raise DataError(f"{source}: column(s) {', '.join(repr(b) for b in both)} are in both --drop and --categorical; "
+                        "keep each in one")
 
 
 def choose_target(columns: list[str], requested: str | None, *, source: Path | str = "data") -> str:
@@ -514,12 +668,14 @@ class Preprocessor:
         self.means_ = {column: mean for column, (_, mean, _) in zip(self.numeric, stats)}
         self.stds_ = {column: std for column, (_, _, std) in zip(self.numeric, stats)}
         self.categories_: dict[str, list[str]] = {}
+        self.levels_seen_: dict[str, int] = {}  # distinct levels in the fitted rows; more than max_categories: capped
         for column in self.categorical:
             codes, names = table.categorical[column]
             counts = np.bincount(codes if rows is None else codes[rows], minlength=len(names))
             # most frequent first, ties broken by name so the encoding is reproducible
             ranked = sorted(((int(n), name) for n, name in zip(counts, names) if n > 0), key=lambda kv: (-kv[0], kv[1]))
             self.categories_[column] = [name for _, name in ranked[: self.max_categories]]
+            self.levels_seen_[column] = len(ranked)
         return self
 
     @property
@@ -594,11 +750,11 @@ class Preprocessor:
         return {"numeric": {c: {"median": self.medians_[c], "mean": self.means_[c], "std": self.stds_[c]}
                             for c in self.numeric},
                 "categorical": {c: {"categories": self.categories_[c]} for c in self.categorical},
-                "missing_category": MISSING}
+                "missing_category": MISSING, "max_levels": self.max_categories}
 
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> "Preprocessor":
-        self = cls(list(params["numeric"]), list(params["categorical"]))
+        self = cls(list(params["numeric"]), list(params["categorical"]), params.get("max_levels", MAX_CATEGORIES))
         self.medians_ = {c: v["median"] for c, v in params["numeric"].items()}
         self.means_ = {c: v["mean"] for c, v in params["numeric"].items()}
         self.stds_ = {c: v["std"] for c, v in params["numeric"].items()}
@@ -697,6 +853,251 @@ def _class_sort_key(name: str) -> tuple[int, float, str]:
         return (1, 0.0, name)
 
 
+# ------------------------------------------------------------------------------ the column report and warnings
+CHECK_SAMPLE_ROWS = 20_000   # rows per side (train / held-out) the single-feature checks look at: cheap on any file
+LEAK_ACCURACY, LEAK_BALANCED_ACCURACY, LEAK_R2 = 0.95, 0.90, 0.95  # "predicts the target almost perfectly"
+MINORITY_SHARE = 0.10        # a class under this share of rows (and under half an even share) is flagged
+_LEAK_BINS = 32              # a numeric feature is cut at 31 quantiles of its training values
+
+
+def column_report(columns: list[str], target: str, task: str, classes: list[str] | None, plan: ColumnPlan,
+                  preprocessor: Preprocessor) -> list[dict[str, Any]]:
+    """Every CSV column in file order with the role prepare gave it and why: what `format_column_report`
+    prints and schema.json's `columns` holds. Roles: target, numeric, categorical, datetime, dropped."""
+    dropped = {item["name"]: item["reason"] for item in plan.dropped}
+    n_rows = plan.columns.n_rows if plan.columns is not None else 0
+    report = []
+    for column in columns:
+        fact = plan.facts.get(column, {})
+        entry: dict[str, Any] = {"name": column}
+        if column == target:
+            entry.update(role="target", detail=(f"classification, {len(classes)} classes" if classes is not None
+                                                 else "regression"))
+        elif column in dropped:
+            entry.update(role="dropped", detail=dropped[column], reason=dropped[column])
+        elif column in plan.datetime:
+            spec = plan.datetime[column]
+            features = [f"{column}.{part}" for part in spec["parts"]]
+            detail = f"dates ({spec['format']}) -> numeric {', '.join(p for p in spec['parts'])}"
+            if spec["unparsed"]:
+                detail += f"; {spec['unparsed']:,} row(s) not in that format are treated as missing"
+            entry.update(role="datetime", detail=detail, features=features, format=spec["format"],
+                         unparsed=spec["unparsed"])
+        elif column in preprocessor.categories_:
+            entry.update(role="categorical", **_level_facts(column, plan, preprocessor, n_rows))
+            if fact.get("forced"):
+                entry["detail"] += " (--categorical)"
+        else:
+            entry.update(role="numeric", detail=(f"{fact['missing']:,} missing ({_share(fact['missing'], n_rows)}) "
+                                                  "-> the training median" if fact.get("missing") else "no gaps"))
+            if fact.get("hint"):
+                entry["detail"] += f"; {fact['hint']}"
+                entry["hint"] = fact["hint"]
+        if "missing" in fact:
+            entry["missing"] = fact["missing"]
+        report.append(entry)
+    return report
+
+
+def _level_facts(column: str, plan: ColumnPlan, preprocessor: Preprocessor, n_rows: int) -> dict[str, Any]:
+    """Levels found, kept (one-hot columns) and how many rows encode as all zeros because theirs was not kept."""
+    codes, names = plan.columns.categorical[column]
+    kept = preprocessor.categories_[column]
+    counts = np.bincount(codes, minlength=len(names))
+    position = {name: i for i, name in enumerate(names)}
+    outside = n_rows - int(sum(counts[position[name]] for name in kept))
+    cap = preprocessor.max_categories
+    capped = preprocessor.levels_seen_.get(column, 0) > cap
+    levels = f"{len(names)} levels" + (f" (one is {MISSING})" if names[-1] == MISSING else "")
+    if len(kept) == len(names):
+        detail = f"{levels}, all kept"
+    elif capped:
+        detail = (f"{levels}, {len(kept)} kept (--max-levels {cap}): {outside:,} rows "
+                  f"({_share(outside, n_rows)}) in the other {len(names) - len(kept)} encode as all zeros")
+    else:
+        detail = (f"{levels}, {len(kept)} seen in training: {outside:,} row(s) of the others encode "
+                  "as all zeros")
+    return {"detail": detail, "levels": len(names), "levels_kept": len(kept), "capped": capped,
+            "rows_all_zero": outside}
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"
+
+
+def format_column_report(report: list[dict[str, Any]], *, width: int = 24) -> str:
+    """The column report as a compact table, one line per column: name, role, details."""
+    shown = min(width, max([len("column")] + [len(item["name"]) for item in report]))
+    lines = [f"{'column':<{shown}}  {'role':<11}  details"]
+    for item in report:
+        name = item["name"] if len(item["name"]) <= shown else item["name"][: shown - 1] + "~"
+        lines.append(f"{name:<{shown}}  {item['role']:<11}  {item['detail']}")
+    return "\n".join(lines)
+
+
+def check_warnings(table: Columns, labels: np.ndarray, classes: list[str] | None, splits: dict[str, np.ndarray],
+                   *, target: str, picked: str | None, seed: int) -> list[dict[str, Any]]:
+    """Warnings with numbers, each {"kind", "column", "message", <figures>}:
+
+    - `leak`: one feature alone predicts the target almost perfectly on held-out rows (a leak, or a recoding);
+    - `recoded_target`: the target the automatic rule `picked` is a one-to-one recoding of another column;
+    - `imbalance`: a class under 10% of the rows.
+    Single-feature checks learn "feature value -> target" on up to 20,000 training rows and score it on up to
+    20,000 validation+test rows (a fixed seeded sample: cheap on any file, and held out, so a feature with a
+    different value in every row cannot look predictive)."""
+    found: list[dict[str, Any]] = []
+    rng = np.random.default_rng(seed)
+    held_out = np.concatenate([splits["val"], splits["test"]])
+    train = _sample(splits["train"], rng)
+    other = _sample(held_out, rng)
+    recoded = set()
+    if picked is not None and classes is not None:
+        for column, n_values in _recodings(table, labels, np.concatenate([train, other])):
+            recoded.add(column)
+            found.append({"kind": "recoded_target", "column": column, "values": n_values, "message": (
+                f"target '{target}' was picked automatically ({picked}) and is a one-to-one recoding of column "
+                f"'{column}' ({n_values} values, each going with exactly one class in {len(train) + len(other):,} "
+                f"sampled rows): pass --target for the column you mean to predict (or --drop {column} if "
+                f"'{target}' is right)")})
+    if len(other) >= 20:  # fewer held-out rows prove nothing
+        scores = [_single_feature_score(name, values, table, labels[train], labels[other], train, other, classes)
+                  for name, values in _feature_codes(table)]
+        for score in sorted(scores, key=lambda s: -s["score"]):
+            if score["column"] in recoded or not score.pop("leak"):
+                continue
+            figure = (f"R^2 {score['r2']:.3f}" if classes is None else
+                      f"accuracy {score['accuracy']:.3f}, balanced accuracy {score['balanced_accuracy']:.3f}; "
+                      f"the majority class alone: accuracy {score['baseline']:.3f}")
+            found.append({"kind": "leak", **score, "message": (
+                f"feature '{score['column']}' alone predicts '{target}' almost perfectly on {len(other):,} held-out "
+                f"rows ({figure}): if it is only known after the outcome, or is the target in disguise, pass "
+                f"--drop {score['column']}")})
+    if classes is not None:
+        found += _imbalance_warnings(labels, classes, target)
+    return found
+
+
+def _sample(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if len(rows) <= CHECK_SAMPLE_ROWS:
+        return rows
+    return np.sort(rng.choice(rows, CHECK_SAMPLE_ROWS, replace=False))
+
+
+def _feature_codes(table: Columns) -> Iterator[tuple[str, np.ndarray | tuple[np.ndarray, list[str]]]]:
+    yield from table.numeric.items()
+    yield from table.categorical.items()
+
+
+def _single_feature_score(column: str, values: Any, table: Columns, y_train: np.ndarray, y_other: np.ndarray,
+                          train: np.ndarray, other: np.ndarray, classes: list[str] | None) -> dict[str, Any]:
+    """Learn value -> class (majority) or value -> mean target from training rows, score it on held-out ones.
+    Numeric values are cut into quantile bins of the training values (missing: a bin of its own)."""
+    if isinstance(values, tuple):  # categorical: (codes, names)
+        bins_train, bins_other = values[0][train], values[0][other]
+    else:
+        part = values[train]
+        present = part[~np.isnan(part)]
+        edges = (np.unique(np.quantile(present, np.linspace(0, 1, _LEAK_BINS + 1)[1:-1])) if len(present)
+                 else np.empty(0))
+
+        def cut(v: np.ndarray) -> np.ndarray:
+            b = np.searchsorted(edges, v, side="right")
+            b[np.isnan(v)] = len(edges) + 1
+            return b
+
+        bins_train, bins_other = cut(part), cut(values[other])
+    # renumber the bins both samples use as 0..B-1 (a categorical may have many levels; B stays <= 40,000)
+    _, inverse = np.unique(np.concatenate([bins_train, bins_other]), return_inverse=True)
+    bins_train, bins_other = inverse[: len(train)], inverse[len(train):]
+    n_bins = int(inverse.max()) + 1 if len(inverse) else 0
+    seen = np.bincount(bins_train, minlength=n_bins)
+    if classes is None:
+        y_train, y_other = y_train.astype(np.float64), y_other.astype(np.float64)
+        means = np.bincount(bins_train, weights=y_train, minlength=n_bins) / np.maximum(seen, 1)
+        means[seen == 0] = y_train.mean()  # a bin only held-out rows have: the overall mean
+        total = float(np.square(y_other - y_train.mean()).sum())
+        r2 = 1 - float(np.square(y_other - means[bins_other]).sum()) / total if total > 0 else 0.0
+        return {"column": column, "score": r2, "r2": r2, "leak": r2 >= LEAK_R2}
+    k = len(classes)
+    majority_class = int(np.bincount(y_train, minlength=k).argmax())
+    # the majority class per bin: count (bin, class) pairs, keep each bin's most frequent (ties: lowest class)
+    pairs, counts = np.unique(bins_train * k + y_train, return_counts=True)
+    order = np.lexsort((pairs % k, -counts, pairs // k))
+    first = order[np.diff(pairs[order] // k, prepend=-1) > 0]
+    guess = np.full(n_bins, majority_class, dtype=np.int64)
+    guess[pairs[first] // k] = pairs[first] % k
+    predicted = guess[bins_other]
+    support = np.bincount(y_other, minlength=k)
+    correct = np.bincount(y_other[predicted == y_other], minlength=k)
+    accuracy = float((predicted == y_other).mean())
+    balanced = float((correct[support > 0] / support[support > 0]).mean())
+    return {"column": column, "score": accuracy, "accuracy": accuracy, "balanced_accuracy": balanced,
+            "baseline": float((y_other == majority_class).mean()),
+            "leak": accuracy >= LEAK_ACCURACY and balanced >= LEAK_BALANCED_ACCURACY}
+
+
+def _recodings(table: Columns, labels: np.ndarray, rows: np.ndarray) -> list[tuple[str, int]]:
+    """Columns whose values match the classes one to one on `rows`: (column, number of values)."""
+    y = labels[rows]
+    n_classes = len(np.unique(y))
+    found = []
+    for column, values in _feature_codes(table):
+        codes = values[0][rows] if isinstance(values, tuple) else values[rows]
+        distinct, inverse = np.unique(codes, return_inverse=True)
+        if len(distinct) != n_classes:
+            continue
+        if len(np.unique(inverse.astype(np.int64) * n_classes + y)) == n_classes:
+            found.append((column, n_classes))
+    return found
+
+
+def _imbalance_warnings(labels: np.ndarray, classes: list[str], target: str) -> list[dict[str, Any]]:
+    counts = np.bincount(labels, minlength=len(classes))
+    n = int(counts.sum())
+    majority = int(counts.argmax())
+    found = []
+    for i in np.flatnonzero(counts / n < np.minimum(MINORITY_SHARE, 0.5 / len(classes))):
+        share = counts[i] / n
+        found.append({"kind": "imbalance", "column": target, "class": classes[i], "share": float(share),
+                      "rows": int(counts[i]), "message": (
+            f"class '{classes[i]}' of '{target}' is {100 * share:.1f}% of the rows ({int(counts[i]):,} of {n:,}; "
+            f"'{classes[majority]}' {100 * counts[majority] / n:.1f}%): accuracy {counts[majority] / n:.3f} comes "
+            f"from never predicting it, so watch balanced accuracy and macro F1 (val_balanced_accuracy, "
+            f"val_f1_macro), not accuracy; training weights every row alike unless you pass train_pipeline.py "
+            f"--class-weights balanced (and --early-stopping-metric val_f1_macro)")})
+    return found
+
+
+def check_target(values: pd.Series, target: str, task: str, *, picked: str | None, source: Path | str
+                 ) -> list[dict[str, Any]]:
+    """A target the automatic rule `picked` that looks like an ID: refused when it is text with near-unique
+    values (every class would be a row or two), a warning when it is whole numbers that look like a key."""
+    if picked is None or len(values) < ID_RULES_MIN_ROWS:
+        return []
+    if task == "classification" and not pd.api.types.is_numeric_dtype(values):
+        distinct = int(values.nunique())
+        if distinct > NEAR_UNIQUE_SHARE * len(values):
+            raise DataError(f"{source}: target '{target}' was picked automatically ({picked}) but looks like an ID, "
+                            f"a name or free text ({distinct:,} distinct values in {len(values):,} rows); choose the "
+                            "column to predict with --target")
+        return []
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return []
+    numbers = _numeric_values(values)
+    filled = numbers[~np.isnan(numbers)]
+    if np.mod(filled, 1).any():
+        return []
+    distinct = len(np.unique(filled))
+    named, increasing = bool(_ID_NAME.search(target)), _is_row_number(filled)
+    if distinct < ID_DISTINCT_SHARE * len(filled) or not (named or increasing):
+        return []  # all-different whole numbers alone are common in a target (prices, counts)
+    why = "the name says ID" if named else "they increase row by row, like a row number"
+    return [{"kind": "id_target", "column": target, "distinct": distinct, "message": (
+        f"target '{target}' was picked automatically ({picked}) but looks like an ID ({distinct:,} distinct whole "
+        f"numbers in {len(filled):,} rows, and {why}); "
+        "if that is not what you mean to predict, pass --target")}]
+
+
 # ------------------------------------------------------------------------------------------ orchestration
 @dataclass
 class PrepareResult:
@@ -704,22 +1105,41 @@ class PrepareResult:
     schema: dict[str, Any]
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def warnings(self) -> list[str]:
+        return [item["message"] for item in self.schema["warnings"]]
+
+    def column_table(self) -> str:
+        return format_column_report(self.schema["columns"])
+
 
 def prepare_dataset(data_path: Path | str, output_dir: Path | str, *, test_split: float = 0.2,
                     val_split: float = 0.1, target: str | None = None, task: str = "auto", seed: int = 42,
-                    encoding: str = "utf-8", delimiter: str = ",", notes: list[str] | None = None
+                    encoding: str = "utf-8", delimiter: str = ",", notes: list[str] | None = None,
+                    drop: Iterable[str] = (), categorical: Iterable[str] = (), max_levels: int = MAX_CATEGORIES
                     ) -> PrepareResult:
-    """Read, validate, split and preprocess a CSV; write `output_dir` complete or not at all."""
+    """Read, validate, split and preprocess a CSV; write `output_dir` complete or not at all.
+
+    `drop`/`categorical`: columns to leave out / to treat as categories (integer codes); `max_levels`: one-hot
+    columns per categorical feature at most. The result's schema holds the column report and the warnings."""
     notes = [] if notes is None else notes
+    drop, categorical = list(drop), list(categorical)
     output_dir = Path(output_dir)
     _check_fractions(test_split, val_split)
+    if isinstance(max_levels, bool) or not isinstance(max_levels, (int, np.integer)) or max_levels < 1:
+        raise DataError(f"--max-levels must be a whole number >= 1, not {max_levels!r}")
     _check_replaceable(output_dir)
+    requested = target
     header = _read_header(data_path, encoding, delimiter)
     target = choose_target(header, target, source=data_path) if header else target
+    if header:  # refuse unknown --drop/--categorical names before parsing a big file
+        check_requested_columns(header, target, drop=drop, categorical=categorical, source=data_path)
     csv_file = read_csv(data_path, encoding=encoding, delimiter=delimiter, keep_dtype=target)
     source = csv_file.path
     frame = csv_file.frame
     target = choose_target(list(frame.columns), target, source=source)
+    check_requested_columns(list(frame.columns), target, drop=drop, categorical=categorical, source=source)
+    picked = None if requested is not None else ("by its name" if target in ("target", "label") else "the last column")
     notes.append(f"target: '{target}'" + ("" if target == frame.columns[-1] else " (by name)"))
 
     missing_target = frame[target].isna().to_numpy()
@@ -733,9 +1153,10 @@ def prepare_dataset(data_path: Path | str, output_dir: Path | str, *, test_split
     notes.append(f"task: {resolved_task}" + (" (auto; override with --task)" if task == "auto" else ""))
     if resolved_task == "regression" and pd.api.types.is_numeric_dtype(frame[target]):
         check_numeric(frame, target, source=source)
+    found = check_target(frame[target], target, resolved_task, picked=picked, source=source)
     labels = frame[target]  # encoded on a thread of its own while the feature columns are inspected
     encoded = _in_background(lambda: encode_target(labels, resolved_task, source=source, target=target))
-    plan = infer_columns(frame, target, source=source)
+    plan = infer_columns(frame, target, source=source, drop=drop, categorical=categorical, max_levels=max_levels)
     for item in plan.dropped:
         notes.append(f"dropped column '{item['name']}': {item['reason']}")
 
@@ -747,7 +1168,8 @@ def prepare_dataset(data_path: Path | str, output_dir: Path | str, *, test_split
                            test_split=test_split, val_split=val_split, seed=seed)
     _check_split_sizes(splits, len(frame), test_split, val_split, source=source)
 
-    preprocessor = Preprocessor(plan.numeric, plan.categorical).fit(table, splits["train"])
+    preprocessor = Preprocessor(plan.numeric, plan.categorical, max_levels).fit(table, splits["train"])
+    found += check_warnings(table, y_all, classes, splits, target=target, picked=picked, seed=seed)
 
     schema = {
         "schema_version": SCHEMA_VERSION,
@@ -761,6 +1183,7 @@ def prepare_dataset(data_path: Path | str, output_dir: Path | str, *, test_split
         "classes": classes,
         "features": {"original": [c for c in csv_file.frame.columns if c != target],
                      "numeric": plan.numeric, "categorical": plan.categorical, "dropped": plan.dropped,
+                     "datetime": {c: {"format": d["format"], "parts": d["parts"]} for c, d in plan.datetime.items()},
                      "processed": preprocessor.feature_names_},
         "preprocessing": preprocessor.to_dict(),
         "splits": {"test_split": test_split, "val_split": val_split, "seed": seed,
@@ -768,6 +1191,9 @@ def prepare_dataset(data_path: Path | str, output_dir: Path | str, *, test_split
         "rows": {name: int(len(idx)) for name, idx in splits.items()},
         "class_counts": ({name: np.bincount(y_all[idx], minlength=len(classes)).tolist() for name, idx in splits.items()}
                          if classes is not None else None),
+        "columns": column_report(list(csv_file.frame.columns), target, resolved_task, classes, plan, preprocessor),
+        "warnings": found,
+        "options": {"drop": drop, "categorical": categorical, "max_levels": max_levels, "target_picked": picked},
         "files": {name: {"X": f"{name}_X.npy", "y": f"{name}_y.npy"} for name in SPLITS},
     }
     schema["data_sha256"] = _fingerprint(schema)
@@ -976,11 +1402,15 @@ def load_processed(data_dir: Path | str, *, mmap: bool = False, splits: tuple[st
 def load_raw_for_scoring(csv_path: Path | str, schema: dict[str, Any]) -> tuple[np.ndarray, pd.DataFrame]:
     """Apply a fitted schema's preprocessing to a new CSV (used by `predict`); the target may be absent."""
     csv_file = read_csv(csv_path, encoding="utf-8", delimiter=schema["source"].get("delimiter", ","))
-    needed = schema["features"]["numeric"] + schema["features"]["categorical"]
-    missing = [c for c in needed if c not in csv_file.frame.columns]
+    dates = schema["features"].get("datetime", {})
+    derived = {f"{column}.{part}": column for column, item in dates.items() for part in item["parts"]}
+    needed = [derived.get(c, c) for c in schema["features"]["numeric"] + schema["features"]["categorical"]]
+    missing = list(dict.fromkeys(c for c in needed if c not in csv_file.frame.columns))
     if missing:
         raise DataError(f"{csv_path}: missing feature column(s) {missing} that the model was trained on")
     for column in schema["features"]["numeric"]:
-        check_numeric(csv_file.frame, column, source=csv_path)
+        if column not in derived:
+            check_numeric(csv_file.frame, column, source=csv_path)
+    frame = csv_file.frame.assign(**datetime_features(csv_file.frame, dates)) if dates else csv_file.frame
     preprocessor = Preprocessor.from_dict(schema["preprocessing"])
-    return preprocessor.transform(csv_file.frame), csv_file.frame
+    return preprocessor.transform(frame), csv_file.frame

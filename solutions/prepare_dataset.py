@@ -1,6 +1,9 @@
 """Phase 1 CLI: prepare a CSV for training (splits, preprocessing, schema.json).
 
     python solutions/prepare_dataset.py --data-path data/train.csv --output-dir processed_data --test-split 0.2
+
+It prints the column report (each column's role and why) and warnings with numbers (a feature that alone
+predicts the target, a rare class, a target that looks like an ID or a recoding of another column).
 """
 from __future__ import annotations
 
@@ -13,6 +16,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from pipeline import cli, data  # noqa: E402
 
 
+def column_list(text: str) -> list[str]:
+    """'a, b' -> ['a', 'b'] (names as in the CSV header, surrounding spaces ignored)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected column names separated by commas, got {text!r}")
+    return names
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-path", type=Path, required=True, help="input CSV (UTF-8, with a header row)")
@@ -20,8 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-split", type=float, default=0.2, help="fraction of rows for test (default 0.2)")
     parser.add_argument("--val-split", type=float, default=0.1, help="fraction of rows for validation (default 0.1)")
     parser.add_argument("--target", help="target column (default: 'target' or 'label', else the last column)")
-    parser.add_argument("--task", choices=["auto", "classification", "regression"], default="auto")
+    parser.add_argument("--task", choices=["auto", "classification", "regression"], default="auto",
+                        help="auto (default), classification or regression")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--drop", type=column_list, action="extend", default=[], metavar="COL[,COL...]",
+                        help="columns to leave out (e.g. an ID or a value only known after the outcome); repeatable")
+    parser.add_argument("--categorical", type=column_list, action="extend", default=[], metavar="COL[,COL...]",
+                        help="columns to one-hot encode although they hold numbers (integer codes: school, product "
+                             "type); repeatable")
+    parser.add_argument("--max-levels", type=positive_int, default=data.MAX_CATEGORIES, metavar="N",
+                        help=f"one-hot columns per categorical feature at most; rarer levels encode as all zeros "
+                             f"(default {data.MAX_CATEGORIES})")
     parser.add_argument("--encoding", default="utf-8", help="text encoding of the CSV (default utf-8, BOM allowed)")
     parser.add_argument("--delimiter", default=",", help="field separator (default ',')")
     return parser
@@ -36,12 +66,20 @@ def main(argv: list[str] | None = None) -> int:
             result = data.prepare_dataset(
                 args.data_path, args.output_dir, test_split=args.test_split, val_split=args.val_split,
                 target=args.target, task=args.task, seed=args.seed, encoding=args.encoding,
-                delimiter=args.delimiter.encode().decode("unicode_escape"), notes=notes)
+                delimiter=args.delimiter.encode().decode("unicode_escape"), notes=notes, drop=args.drop,
+                categorical=args.categorical, max_levels=args.max_levels)
         finally:
             for note in notes:
                 print(note)
         schema = result.schema
         rows = schema["rows"]
+        print()
+        print(result.column_table())
+        print()
+        for message in result.warnings:
+            print(f"warning: {message}")
+        if result.warnings:
+            print()
         print(f"features: {len(schema['features']['numeric'])} numeric, {len(schema['features']['categorical'])} "
               f"categorical -> {len(schema['features']['processed'])} processed")
         if schema["classes"] is not None:

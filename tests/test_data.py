@@ -66,11 +66,14 @@ def test_choose_target_rule():
 def test_infer_columns_drops_what_cannot_be_a_feature():
     n = 40
     frame = pd.DataFrame({"id": range(n), "const": [1] * n, "empty": [np.nan] * n, "x": np.arange(n) % 7 * 1.5,
-                          "name": [f"row{i}" for i in range(n)], "colour": ["r", "g"] * (n // 2), "y": [0, 1] * (n // 2)})
+                          "name": [f"row{i}" for i in range(n)], "colour": ["r", "g"] * (n // 2), "y": [0, 1] * (n // 2),
+                          "volume": np.random.default_rng(0).permutation(n) * 1000 + 17})
     plan = data.infer_columns(frame, "y")
-    assert plan.numeric == ["x"] and plan.categorical == ["colour"]
+    # all-different whole numbers are a measurement (a volume) unless named like an ID or counting rows
+    assert plan.numeric == ["x", "volume"] and plan.categorical == ["colour"]
     reasons = {d["name"]: d["reason"] for d in plan.dropped}
-    assert reasons == {"id": "ID-like (a different value in every row)", "const": "constant (one distinct value)",
+    assert reasons == {"id": "ID-like: 40 distinct whole numbers in 40 filled rows, and the name says ID",
+                       "const": "constant (one distinct value)",
                        "empty": "all values missing", "name": "ID-like (a different value in every row)"}
 
 
