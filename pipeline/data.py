@@ -290,7 +290,8 @@ NEAR_UNIQUE_SHARE = 0.5       # text with more distinct values than this share o
 ID_RULES_MIN_ROWS = 20        # below this many filled cells, uniqueness says nothing
 ID_DISTINCT_SHARE = 0.95      # whole numbers this distinct, named like an ID or increasing: a key, not a measure
 DATETIME_SHARE = 0.9          # a text column is dates when this share of its distinct values parse with one format
-DATETIME_PARTS = ("year", "month", "day", "dayofweek", "hour", "minute")
+DATETIME_PARTS = {"year": "year", "month": "month", "day": "day", "weekday": "day_of_week", "hour": "hour",
+                  "minute": "minute"}  # part -> pandas .dt attribute; weekday: Monday 0 .. Sunday 6
 _DATETIME_FORMATS = ("%Y-%m-%d", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y/%m/%d",
                      "%d-%b-%y", "%d-%b-%Y", "%d %b %Y", "%d %B %Y", "%b %d, %Y", "%B %d, %Y", "%m/%d/%Y",
                      "%d/%m/%Y", "%m/%d/%y", "%d/%m/%y", "%d.%m.%Y", "%m/%d/%Y %H:%M", "%d/%m/%Y %H:%M")
@@ -432,7 +433,9 @@ def _parse_datetimes(uniques: Any, codes: np.ndarray) -> tuple[dict[str, np.ndar
     candidates = []
     for value in sample[:3]:
         for dayfirst in (False, True):
-            guessed = guess_datetime_format(value, dayfirst=dayfirst)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "dayfirst=True but the format is year-first": noted, not needed
+                guessed = guess_datetime_format(value, dayfirst=dayfirst)
             if guessed and guessed not in candidates:
                 candidates.append(guessed)
     candidates += [f for f in _DATETIME_FORMATS if f not in candidates]
@@ -463,7 +466,8 @@ def _datetime_parts(uniques: Any, codes: np.ndarray, fmt: str, parts: Iterable[s
     unparsed_values = stamps.isna().to_numpy()
     chosen = {}
     for part in (DATETIME_PARTS if parts is None else parts):
-        per_value = np.append(getattr(stamps.dt, part).to_numpy(dtype=np.float64, na_value=np.nan), np.nan)
+        per_value = np.append(getattr(stamps.dt, DATETIME_PARTS[part]).to_numpy(dtype=np.float64, na_value=np.nan),
+                              np.nan)
         if parts is None:
             present = per_value[~np.isnan(per_value)]
             if not len(present) or present.min() == present.max():

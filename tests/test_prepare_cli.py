@@ -115,3 +115,50 @@ def test_written_files_follow_the_umask(umask: int, expected: int, tmp_path: Pat
                  tmp_path / "o" / "train_X.npy"):
         assert stat.S_IMODE(path.stat().st_mode) == expected, path
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_column_report_and_warnings_are_printed(tmp_path: Path, capsys):
+    csv = tmp_path / "d.csv"
+    rows = [f"{i},{i % 7 * 0.5},{'fraud' if i % 25 == 0 else 'ok'}" for i in range(400)]
+    csv.write_text("ticket_id,amount,label\n" + "\n".join(rows) + "\n")
+    assert prepare_dataset.main(["--data-path", str(csv), "--output-dir", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    header = out.index("column     role         details")
+    assert out[header + 1].split()[:2] == ["ticket_id", "dropped"]
+    assert out[header + 2].split()[:3] == ["amount", "numeric", "no"]
+    assert out[header + 3].split()[:2] == ["label", "target"]
+    warnings = [line for line in out if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "class 'fraud' of 'label' is 4.0% of the rows" in warnings[0]
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--drop", "x0,colr"], "--drop: no column named 'colr'; did you mean 'colour'?"),
+    (["--categorical", "colur"], "--categorical: no column named 'colur'; did you mean 'colour'?"),
+    (["--drop", "label"], "--drop names the target column 'label'"),
+])
+def test_unknown_column_options_exit_2_with_a_suggestion(flags: list[str], expected: str, tmp_path: Path, capsys):
+    csv = make_classification_csv(tmp_path / "d.csv", rows=60)
+    code = prepare_dataset.main(["--data-path", str(csv), "--output-dir", str(tmp_path / "o"), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"error: {csv}: ") and expected in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_column_options_on_the_command_line(tmp_path: Path):
+    csv = make_classification_csv(tmp_path / "d.csv", rows=120)
+    result = run_script("prepare_dataset.py", "--data-path", csv, "--output-dir", tmp_path / "o",
+                        "--drop", "x4, x5", "--drop", "x3", "--categorical", "colour", "--max-levels", "2")
+    assert result.returncode == 0, result.stderr
+    schema = json.loads((tmp_path / "o" / "schema.json").read_text())
+    assert schema["options"]["drop"] == ["x4", "x5", "x3"] and schema["features"]["numeric"] == ["x0", "x1", "x2"]
+    colour = next(c for c in schema["columns"] if c["name"] == "colour")
+    assert colour["levels_kept"] == 2 and "kept (--max-levels 2)" in colour["detail"]
+    bad = run_script("prepare_dataset.py", "--data-path", csv, "--output-dir", tmp_path / "p", "--max-levels", "0")
+    assert bad.returncode == 2 and "expected a whole number >= 1" in bad.stderr
+
+
+def test_help_shows_every_choice_and_the_column_options():
+    text = prepare_dataset.build_parser().format_help()
+    assert "{auto,classification,regression}" in text
+    for flag in ("--drop COL[,COL...]", "--categorical COL[,COL...]", "--max-levels N"):
+        assert flag in text
