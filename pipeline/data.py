@@ -858,7 +858,7 @@ def _class_sort_key(name: str) -> tuple[int, float, str]:
 
 
 # ------------------------------------------------------------------------------ the column report and warnings
-CHECK_SAMPLE_ROWS = 20_000   # rows per side (train / held-out) the single-feature checks look at: cheap on any file
+CHECK_SAMPLE_ROWS = 5_000    # rows per side (train / held-out) the single-feature checks look at: cheap on any file
 LEAK_ACCURACY, LEAK_BALANCED_ACCURACY, LEAK_R2 = 0.95, 0.90, 0.95  # "predicts the target almost perfectly"
 MINORITY_SHARE = 0.10        # a class under this share of rows (and under half an even share) is flagged
 _LEAK_BINS = 32              # a numeric feature is cut at 31 quantiles of its training values
@@ -925,6 +925,12 @@ def _level_facts(column: str, plan: ColumnPlan, preprocessor: Preprocessor, n_ro
             "rows_all_zero": outside}
 
 
+def _percent(share: float, limit: float) -> str:
+    """`share` as a percentage, with a second decimal where one would round it up to `limit` (9.98%, not 10.0%)."""
+    shown = f"{100 * share:.1f}%"
+    return f"{100 * share:.2f}%" if share < limit <= float(shown[:-1]) / 100 else shown
+
+
 def _share(part: float, whole: float) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "-"
 
@@ -946,9 +952,9 @@ def check_warnings(table: Columns, labels: np.ndarray, classes: list[str] | None
     - `leak`: one feature alone predicts the target almost perfectly on held-out rows (a leak, or a recoding);
     - `recoded_target`: the target the automatic rule `picked` is a one-to-one recoding of another column;
     - `imbalance`: a class under 10% of the rows.
-    Single-feature checks learn "feature value -> target" on up to 20,000 training rows and score it on up to
-    20,000 validation+test rows (a fixed seeded sample: cheap on any file, and held out, so a feature with a
-    different value in every row cannot look predictive)."""
+    Single-feature checks learn "feature value -> target" on up to 5,000 training rows and score it on up to
+    5,000 validation+test rows (a fixed seeded sample: a few milliseconds per column on any file, and held out,
+    so a feature with a different value in every row cannot look predictive)."""
     found: list[dict[str, Any]] = []
     rng = np.random.default_rng(seed)
     held_out = np.concatenate([splits["val"], splits["test"]])
@@ -964,8 +970,8 @@ def check_warnings(table: Columns, labels: np.ndarray, classes: list[str] | None
                 f"sampled rows): pass --target for the column you mean to predict (or --drop {column} if "
                 f"'{target}' is right)")})
     if len(other) >= 20:  # fewer held-out rows prove nothing
-        scores = [_single_feature_score(name, values, table, labels[train], labels[other], train, other, classes)
-                  for name, values in _feature_codes(table)]
+        scores = _thread_map(lambda item: _single_feature_score(item[0], item[1], labels[train], labels[other],
+                                                                train, other, classes), list(_feature_codes(table)))
         for score in sorted(scores, key=lambda s: -s["score"]):
             if score["column"] in recoded or not score.pop("leak"):
                 continue
@@ -992,12 +998,17 @@ def _feature_codes(table: Columns) -> Iterator[tuple[str, np.ndarray | tuple[np.
     yield from table.categorical.items()
 
 
-def _single_feature_score(column: str, values: Any, table: Columns, y_train: np.ndarray, y_other: np.ndarray,
+def _single_feature_score(column: str, values: Any, y_train: np.ndarray, y_other: np.ndarray,
                           train: np.ndarray, other: np.ndarray, classes: list[str] | None) -> dict[str, Any]:
     """Learn value -> class (majority) or value -> mean target from training rows, score it on held-out ones.
     Numeric values are cut into quantile bins of the training values (missing: a bin of its own)."""
     if isinstance(values, tuple):  # categorical: (codes, names)
         bins_train, bins_other = values[0][train], values[0][other]
+        n_bins = len(values[1])
+        if n_bins > 4 * (len(train) + len(other)):  # many levels: number only those the samples hold
+            _, inverse = np.unique(np.concatenate([bins_train, bins_other]), return_inverse=True)
+            bins_train, bins_other = inverse[: len(train)], inverse[len(train):]
+            n_bins = int(inverse.max()) + 1
     else:
         part = values[train]
         present = part[~np.isnan(part)]
@@ -1009,11 +1020,7 @@ def _single_feature_score(column: str, values: Any, table: Columns, y_train: np.
             b[np.isnan(v)] = len(edges) + 1
             return b
 
-        bins_train, bins_other = cut(part), cut(values[other])
-    # renumber the bins both samples use as 0..B-1 (a categorical may have many levels; B stays <= 40,000)
-    _, inverse = np.unique(np.concatenate([bins_train, bins_other]), return_inverse=True)
-    bins_train, bins_other = inverse[: len(train)], inverse[len(train):]
-    n_bins = int(inverse.max()) + 1 if len(inverse) else 0
+        bins_train, bins_other, n_bins = cut(part), cut(values[other]), len(edges) + 2
     seen = np.bincount(bins_train, minlength=n_bins)
     if classes is None:
         y_train, y_other = y_train.astype(np.float64), y_other.astype(np.float64)
@@ -1047,6 +1054,8 @@ def _recodings(table: Columns, labels: np.ndarray, rows: np.ndarray) -> list[tup
     found = []
     for column, values in _feature_codes(table):
         codes = values[0][rows] if isinstance(values, tuple) else values[rows]
+        if len(np.unique(codes[:200])) > n_classes:
+            continue  # more values than classes in the first rows already (most numeric columns): cheap exit
         distinct, inverse = np.unique(codes, return_inverse=True)
         if len(distinct) != n_classes:
             continue
@@ -1064,11 +1073,11 @@ def _imbalance_warnings(labels: np.ndarray, classes: list[str], target: str) -> 
         share = counts[i] / n
         found.append({"kind": "imbalance", "column": target, "class": classes[i], "share": float(share),
                       "rows": int(counts[i]), "message": (
-            f"class '{classes[i]}' of '{target}' is {100 * share:.1f}% of the rows ({int(counts[i]):,} of {n:,}; "
-            f"'{classes[majority]}' {100 * counts[majority] / n:.1f}%): accuracy {counts[majority] / n:.3f} comes "
-            f"from never predicting it, so watch balanced accuracy and macro F1 (val_balanced_accuracy, "
-            f"val_f1_macro), not accuracy; training weights every row alike unless you pass train_pipeline.py "
-            f"--class-weights balanced (and --early-stopping-metric val_f1_macro)")})
+            f"class '{classes[i]}' of '{target}' is {_percent(share, MINORITY_SHARE)} of the rows ({int(counts[i]):,} "
+            f"of {n:,}; '{classes[majority]}' {100 * counts[majority] / n:.1f}%): a model that never predicts it can "
+            f"still score accuracy {1 - share:.3f}, so watch balanced accuracy and macro F1 (val_balanced_accuracy, "
+            "val_f1_macro), not accuracy; training weights every row alike unless you pass train_pipeline.py "
+            "--class-weights balanced (and --early-stopping-metric val_f1_macro)")})
     return found
 
 

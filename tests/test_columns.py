@@ -317,3 +317,19 @@ def test_whole_number_targets_that_are_measurements_are_not_ids(tmp_path: Path):
     frame = _base(200).drop(columns="label")
     frame["price"] = np.random.default_rng(9).permutation(200) * 1000 + 99_000  # all different, no ID shape
     assert _kinds(_prepare(tmp_path, frame)) == []
+
+
+def test_single_feature_checks_look_at_a_bounded_sample(tmp_path: Path):
+    """Checks stay cheap on big files: at most CHECK_SAMPLE_ROWS held-out rows are scored, and still find the leak."""
+    n = 30_000
+    frame = _base(n, seed=3)
+    frame.insert(0, "outcome_code", np.where(frame["label"] == "yes", 7, 3))
+    result = _prepare(tmp_path, frame)
+    leak = next(w for w in result.schema["warnings"] if w["kind"] == "leak")
+    assert leak["column"] == "outcome_code" and leak["accuracy"] == 1.0
+    assert f"on {data.CHECK_SAMPLE_ROWS:,} held-out rows" in leak["message"] and data.CHECK_SAMPLE_ROWS < 0.3 * n
+
+
+def test_shares_near_the_limit_are_not_rounded_up_to_it():
+    assert data._percent(0.09977, 0.10) == "9.98%" and data._percent(0.06, 0.10) == "6.0%"
+    assert data._percent(0.1004, 0.10) == "10.0%"
