@@ -324,7 +324,7 @@ def test_single_feature_checks_look_at_a_bounded_sample(tmp_path: Path):
     n = 30_000
     frame = _base(n, seed=3)
     frame.insert(0, "outcome_code", np.where(frame["label"] == "yes", 7, 3))
-    result = _prepare(tmp_path, frame)
+    result = _prepare(tmp_path, frame, target="label")  # chosen, so named as a leak, not as a recoded target
     leak = next(w for w in result.schema["warnings"] if w["kind"] == "leak")
     assert leak["column"] == "outcome_code" and leak["accuracy"] == 1.0
     assert f"on {data.CHECK_SAMPLE_ROWS:,} held-out rows" in leak["message"] and data.CHECK_SAMPLE_ROWS < 0.3 * n
