@@ -1,24 +1,33 @@
-"""Checkpoints: the complete training state, written atomically and verified on load.
+"""Checkpoints: the complete training state, written atomically and verified on load; and the resume decision.
 
 A checkpoint is a `torch.save` dict of tensors and plain values only, so `torch.load(path,
 weights_only=True)` opens it (no pickle of arbitrary objects). It carries a sha256 over its own contents:
 a torn or bit-flipped file is detected and skipped for the previous valid one, never trusted.
 
     payload = load_checkpoint(Path("checkpoints/last.pt"))   # raises CheckpointError if damaged
+
+What a checkpoint holds is written by `Checkpointer.save` and read back by `Checkpointer.restore`, side by
+side below: the model, optimizer, scheduler and scaler states, the RNG states, the `TrainingState`, and the
+run's identity (its resolved settings, the data fingerprint, the model spec). `find_resume` decides, before
+anything is written, whether a run continues and from which file, and refuses one whose settings differ.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import re
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pipeline import fileio
+from pipeline import config as config_lib, fileio
 from pipeline.errors import CheckpointError
+from pipeline.optim import StepParts
 
 FORMAT = "pipeline.checkpoint/1"
 PERIODIC = re.compile(r"^ckpt-epoch(\d+)\.pt$")
@@ -113,3 +122,153 @@ def prune_periodic(save_dir: Path, keep: int) -> None:
     periodic = [p for p in candidates(save_dir) if p.name != "last.pt"]
     for old in periodic[keep:]:
         old.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------ the training state
+@dataclass
+class TrainingState:
+    """Where the run is. Saved whole in every checkpoint (plain values only) and restored whole."""
+    epoch: int = 0                 # completed epochs; the loop runs `for epoch in range(state.epoch, epochs)`
+    step_in_epoch: int = 0         # batches done in the current (unfinished) epoch
+    global_step: int = 0           # batches done in the whole run
+    best_value: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0            # epochs since the best one (early stopping)
+    epoch_loss_sum: float = 0.0    # partial sums of the unfinished epoch, so a mid-epoch resume is exact
+    epoch_samples: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resumed: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "running"
+    started_at: str = ""
+    mlflow_run_id: str | None = None
+    run_name: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainingState":
+        return cls(**values)
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+class Checkpointer:
+    """Writes `last.pt` (plus a periodic `ckpt-epochNNNN.pt` every `every` epochs, `keep` of them kept) and
+    `best.pt` in `save_dir`, and restores what it wrote. `identity` is what a resume must match: the
+    resolved settings (`config`), the data fingerprint and the model spec."""
+
+    def __init__(self, save_dir: Path, parts: StepParts, *, device: torch.device, identity: dict[str, Any],
+                 every: int, keep: int):
+        self.save_dir, self.parts, self.device = Path(save_dir), parts, device
+        self.identity, self.every, self.keep = identity, every, keep
+
+    def save(self, state: TrainingState, kind: str = "last") -> None:
+        """kind: 'last' (epoch ends, interrupts, the end) or 'best'."""
+        p = self.parts
+        content = {"model": p.net.state_dict(), "optimizer": p.optimizer.state_dict(),
+                   "scheduler": p.scheduler.state_dict() if p.scheduler is not None else None,
+                   "scaler": p.scaler.state_dict() if p.scaler is not None else None,
+                   "rng": rng_state(self.device), "state": state.to_dict(), **self.identity}
+        if kind == "best":
+            save_checkpoint(self.save_dir / "best.pt", content)
+            return
+        periodic = state.step_in_epoch == 0 and state.epoch > 0 and state.epoch % self.every == 0
+        copies = (self.save_dir / f"ckpt-epoch{state.epoch:04d}.pt",) if periodic else ()
+        save_checkpoint(self.save_dir / "last.pt", content, copies=copies)
+        if periodic:
+            prune_periodic(self.save_dir, self.keep)
+
+    def restore(self, payload: dict[str, Any]) -> TrainingState:
+        """Load every state `save` wrote into the parts; return the training state."""
+        p = self.parts
+        p.net.load_state_dict(payload["model"])
+        p.optimizer.load_state_dict(payload["optimizer"])
+        if p.scheduler is not None and payload.get("scheduler") is not None:
+            p.scheduler.load_state_dict(payload["scheduler"])
+        if p.scaler is not None and payload.get("scaler") is not None:
+            p.scaler.load_state_dict(payload["scaler"])
+        set_rng_state(payload["rng"], self.device)
+        return TrainingState.from_dict(payload["state"])
+
+    def best_weights(self) -> dict[str, torch.Tensor] | None:
+        """The best epoch's model weights, or None when no epoch has been best yet."""
+        best = self.save_dir / "best.pt"
+        return load_checkpoint(best, map_location=self.device)["model"] if best.exists() else None
+
+
+# ------------------------------------------------------------------------------------ the resume decision
+@dataclass
+class Resume:
+    path: Path
+    payload: dict[str, Any]
+
+    @property
+    def finished(self) -> bool:
+        return self.payload["state"]["status"] in ("completed", "early_stopped")
+
+    def nothing_to_do(self, epochs: int) -> bool:
+        """A finished run asked for no more epochs than it was started with (or reached)."""
+        state = self.payload["state"]
+        planned = self.payload["config"].get("epochs", state["epoch"])
+        return self.finished and epochs <= max(planned, state["epoch"])
+
+
+def find_resume(save_dir: Path, resume: str, *, config: dict[str, Any], data_fingerprint: str,
+                log: Callable[[str], None]) -> Resume | None:
+    """Which checkpoint the run continues from (None: a fresh start), decided before anything is written.
+
+    `resume`: auto (the newest valid checkpoint in `save_dir`, if any), never (clear this pipeline's earlier
+    outputs there) or a checkpoint path. A checkpoint whose settings or data differ is refused, listing what
+    differs."""
+    save_dir = Path(save_dir)
+    if resume == "never":
+        clear_run_outputs(save_dir)
+        return None
+    if resume == "auto":
+        found = latest_valid(save_dir)
+        if found is None:
+            if (save_dir / "metrics.json").exists() or (save_dir / "logs").is_dir():
+                # an earlier run stopped before its first checkpoint: nothing to continue, and its partial logs
+                # must not mix with this run's
+                log(f"{save_dir}: an earlier run left no checkpoint; starting afresh")
+                clear_run_outputs(save_dir)
+            return None
+        path, payload = found
+    else:
+        path = Path(resume)
+        payload = load_checkpoint(path)
+    differences = config_lib.config_differences(payload["config"], config)
+    if differences:
+        raise CheckpointError(f"{path}: this run was started with different settings (" + "; ".join(differences)
+                              + "); use a new --save-dir or --resume never")
+    if payload["data_fingerprint"] != data_fingerprint:
+        raise CheckpointError(f"{path}: the checkpoint was trained on different data than "
+                              f"{config.get('data_dir')} (data fingerprint differs); "
+                              "use a new --save-dir or --resume never")
+    return Resume(path, payload)
+
+
+def clear_run_outputs(save_dir: Path) -> None:
+    """--resume never: remove this pipeline's own files from an earlier run in `save_dir` (nothing else)."""
+    import shutil
+
+    for path in candidates(save_dir) + [save_dir / "best.pt", save_dir / "metrics.json",
+                                        save_dir / "model.safetensors", save_dir / "config.yaml"]:
+        path.unlink(missing_ok=True)
+    logs = save_dir / "logs"
+    if logs.is_dir():
+        for path in list(logs.glob("events.out.tfevents.*")) + [logs / "metrics.jsonl", logs / "system.jsonl"]:
+            path.unlink(missing_ok=True)
+        shutil.rmtree(logs / "hparams", ignore_errors=True)

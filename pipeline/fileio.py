@@ -99,17 +99,27 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """Yield the complete records of a JSONL file; an unfinished or damaged line is skipped, never raised."""
     try:
         with open(path, "rb") as handle:
-            for line in handle:
-                if not line.endswith(b"\n"):
-                    return  # still being written
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict):
-                    yield record
+            records, _ = parse_jsonl(handle.read())
     except FileNotFoundError:
         return
+    yield from records
+
+
+def parse_jsonl(chunk: bytes) -> tuple[list[dict[str, Any]], int]:
+    """(the records of the complete lines in `chunk`, how many bytes they span). A last line without its
+    newline is still being written: it is left for the next read. Damaged lines and non-objects are skipped."""
+    end = chunk.rfind(b"\n")
+    if end < 0:
+        return [], 0
+    records = []
+    for line in chunk[:end].split(b"\n"):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records, end + 1
 
 
 def read_json(path: Path) -> Any | None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.errors import ConfigError
+
 # Which direction is better, for early stopping and "best epoch".
 HIGHER_IS_BETTER = {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "r2"}
 
@@ -17,10 +19,61 @@ def higher_is_better(metric: str) -> bool:
     return name in HIGHER_IS_BETTER
 
 
-def is_better(metric: str, value: float, best: float | None) -> bool:
+# What the training loop produces per epoch, by task (as val_<name>; train_loss always).
+TASK_METRICS = {"classification": ("loss", "accuracy", "balanced_accuracy", "f1_macro", "roc_auc"),
+                "regression": ("loss", "rmse", "mae", "r2")}
+
+
+def is_better(metric: str, value: float | None, best: float | None) -> bool:
+    """Is `value` an improvement on `best` for `metric` (in its direction)? The one rule for "best epoch"."""
+    if value is None or not np.isfinite(value):
+        return False
     if best is None:
-        return np.isfinite(value)
+        return True
     return value > best if higher_is_better(metric) else value < best
+
+
+def monitored_metric(requested: str, task: str, *, has_validation: bool) -> str:
+    """The metric early stopping and "best" follow: `requested`, checked against what the task produces;
+    train_loss when there is no validation split."""
+    if not has_validation:
+        return "train_loss"
+    allowed = ["train_loss"] + [f"val_{name}" for name in TASK_METRICS[task]]
+    if requested not in allowed:
+        raise ConfigError(f"--early-stopping-metric {requested} is not produced for {task}; choose one of: "
+                          f"{', '.join(allowed)}")
+    return requested
+
+
+def best_epoch(epochs: list[dict], metric: str) -> tuple[int, float] | None:
+    """(epoch, value) of the best epoch by `metric` in its direction (the first, on ties), or None."""
+    best: tuple[int, float] | None = None
+    for entry in epochs:
+        value = entry.get(metric)
+        if isinstance(value, (int, float)) and is_better(metric, value, best[1] if best else None):
+            best = (int(entry["epoch"]), float(value))
+    return best
+
+
+def overfitting(epochs: list[dict], metric: str = "val_loss", patience: int = 3) -> str | None:
+    """The one overfitting rule (monitor alerts, the report's verdict): the monitored validation metric has
+    not improved on its best for at least `patience` epochs while the training loss kept falling. Returns a
+    sentence saying so, or None. "Improved" is `is_better`, the rule early stopping uses."""
+    found = best_epoch(epochs, metric)
+    if found is None or not metric.startswith("val_"):
+        return None
+    epoch, value = found
+    since = [e for e in epochs if int(e["epoch"]) > epoch]
+    at_best = next(e for e in epochs if int(e["epoch"]) == epoch).get("train_loss")
+    last_train = since[-1].get("train_loss") if since else None
+    if len(since) < patience or not isinstance(at_best, (int, float)) or not isinstance(last_train, (int, float)):
+        return None
+    if last_train >= at_best:
+        return None
+    latest = since[-1].get(metric)
+    latest_text = f"{latest:.4g}" if isinstance(latest, (int, float)) else "n/a"
+    return (f"{metric} has not improved for {len(since)} epochs (best {value:.4g} at epoch {epoch}, now "
+            f"{latest_text}) while training loss fell ({at_best:.4g} -> {last_train:.4g})")
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:

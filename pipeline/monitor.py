@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TERMINAL = ("completed", "early_stopped", "failed", "interrupted", "lost")
-EXIT_CODES = {"completed": 0, "early_stopped": 0, "failed": 1, "interrupted": 3, "lost": 4}
+from pipeline import fileio, metrics, status as status_lib
+
+TERMINAL = status_lib.TERMINAL
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -32,8 +33,6 @@ class JsonlTail:
 
     def poll(self) -> tuple[list[dict[str, Any]], bool]:
         """(new records, reset) — reset is True when the file was replaced or truncated (start over)."""
-        import json
-
         try:
             stat = self.path.stat()
         except FileNotFoundError:
@@ -42,24 +41,14 @@ class JsonlTail:
         if self.inode is not None and (stat.st_ino != self.inode or stat.st_size < self.offset):
             self.offset, reset = 0, True
         self.inode = stat.st_ino
-        records = []
         try:
             with open(self.path, "rb") as handle:
                 handle.seek(self.offset)
                 chunk = handle.read()
         except FileNotFoundError:
             return [], reset
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return [], reset
-        for line in chunk[:end].split(b"\n"):
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-        self.offset += end + 1
+        records, used = fileio.parse_jsonl(chunk)
+        self.offset += used
         return records, reset
 
 
@@ -120,16 +109,13 @@ class RunView:
         remaining = self.total_epochs * self.steps_per_epoch - self.global_step
         return max(0.0, remaining * per_step)
 
-    def best(self) -> tuple[int, str, float] | None:
-        from pipeline.metrics import is_better
+    @property
+    def monitor_metric(self) -> str:
+        return (self.run or {}).get("monitor_metric", "val_loss")
 
-        metric = (self.run or {}).get("monitor_metric", "val_loss")
-        best = None
-        for e in self.epochs:
-            value = e.get(metric)
-            if isinstance(value, (int, float)) and is_better(metric, value, best[2] if best else None):
-                best = (e["epoch"], metric, value)
-        return best
+    def best(self) -> tuple[int, str, float] | None:
+        found = metrics.best_epoch(self.epochs, self.monitor_metric)
+        return (found[0], self.monitor_metric, found[1]) if found else None
 
 
 def process_alive(pid: int) -> bool:
@@ -181,25 +167,9 @@ class Alert:
     message: str
 
 
-def detect_overfitting(epochs: list[dict[str, Any]], patience: int = 3) -> str | None:
-    """Validation loss rising while training loss falls for `patience` epochs in a row, or a train/val gap
-    that has widened for `patience` epochs while validation loss stalled, and is now >20% of it."""
-    pairs = [(e.get("train_loss"), e.get("val_loss")) for e in epochs]
-    pairs = [(t, v) for t, v in pairs if isinstance(t, (int, float)) and isinstance(v, (int, float))]
-    if len(pairs) < patience + 1:
-        return None
-    recent = pairs[-(patience + 1):]
-    diverging = all(b[1] > a[1] and b[0] < a[0] for a, b in zip(recent, recent[1:]))
-    if diverging:
-        return (f"validation loss rose for {patience} epochs ({recent[0][1]:.4g} -> {recent[-1][1]:.4g}) while "
-                f"training loss fell ({recent[0][0]:.4g} -> {recent[-1][0]:.4g})")
-    gaps = [v - t for t, v in recent]
-    # a growing gap is normal while validation still improves; it is overfitting once validation stalls
-    val_stalled = min(v for _, v in recent[1:]) >= recent[0][1] * 0.99
-    if all(b > a for a, b in zip(gaps, gaps[1:])) and val_stalled and gaps[-1] > 0.2 * abs(recent[-1][1]):
-        return (f"the train/validation gap widened for {patience} epochs (now {gaps[-1]:.4g}) while validation "
-                "loss stopped improving")
-    return None
+def detect_overfitting(epochs: list[dict[str, Any]], patience: int = 3, metric: str = "val_loss") -> str | None:
+    """The project's one overfitting rule (`metrics.overfitting`), for the metric the run monitors."""
+    return metrics.overfitting(epochs, metric, patience)
 
 
 def detect_alerts(view: RunView, now: float | None = None, *, overfit_patience: int = 3, stall_factor: float = 20.0,
@@ -216,7 +186,7 @@ def detect_alerts(view: RunView, now: float | None = None, *, overfit_patience: 
                             "--grad-clip, or check the data"))
     if view.status == "lost":
         alerts.append(Alert("lost", "critical", view.message))
-    overfit = detect_overfitting(view.epochs, overfit_patience)
+    overfit = detect_overfitting(view.epochs, overfit_patience, view.monitor_metric)
     if overfit:
         alerts.append(Alert("overfitting", "warning", overfit + "; consider early stopping, more dropout or "
                             "weight decay"))
@@ -379,7 +349,7 @@ def follow(log_dir: Path, *, refresh: float = 2.0, once: bool = False, console: 
     if once:
         for line in snapshot_lines(view, detect_alerts(view)):
             console.print(line, markup=False, highlight=False, soft_wrap=True)
-        return EXIT_CODES.get(view.status, 0)
+        return status_lib.monitor_exit_code(view.status)
     started = time.monotonic()
     if not console.is_terminal:  # piped: a plain line per change, no screen redraws
         last_key = None
@@ -407,7 +377,7 @@ def follow(log_dir: Path, *, refresh: float = 2.0, once: bool = False, console: 
                 live.update(render_rich(view, detect_alerts(view)))
     for line in snapshot_lines(view, detect_alerts(view))[:3]:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
-    return EXIT_CODES.get(view.status, 0)
+    return status_lib.monitor_exit_code(view.status)
 
 
 # ------------------------------------------------------------------------------------ notebook dashboard

@@ -1,7 +1,11 @@
-"""Score a new CSV with an exported model (`model.safetensors`, which carries its own schema).
+"""Score a new CSV with an exported model (`model.safetensors`, which carries its own schema and model spec).
 
     from pipeline import predict
     scored = predict.predict_csv("checkpoints/model.safetensors", "data/train.csv")   # a DataFrame
+
+The network is rebuilt from the spec by `model.build`, the same code the engine trains with; a model made
+by your own factory is rebuilt by importing that factory again (pass `model_fn=` where it cannot be, e.g.
+for one defined in a notebook).
 """
 from __future__ import annotations
 
@@ -15,11 +19,12 @@ import torch
 from torch import nn
 
 from pipeline import data, model as model_lib
-from pipeline.errors import DataError
+from pipeline.errors import ConfigError, DataError
 
 
-def load_model(path: Path | str) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
-    """Rebuild the MLP from the safetensors file; returns (model in eval mode, model spec, data schema)."""
+def load_model(path: Path | str, model_fn: model_lib.ModelFn | None = None) -> tuple[nn.Module, dict[str, Any],
+                                                                                      dict[str, Any]]:
+    """Rebuild the network from the safetensors file; returns (model in eval mode, model spec, data schema)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -31,14 +36,24 @@ def load_model(path: Path | str) -> tuple[nn.Module, dict[str, Any], dict[str, A
     if metadata.get("format") != "pipeline.model/1":
         raise DataError(f"{path}: not a model exported by this pipeline")
     spec, schema = json.loads(metadata["model_spec"]), json.loads(metadata["schema"])
-    net = model_lib.build_mlp(spec["n_features"], spec["n_outputs"], spec["hidden_sizes"], spec["dropout"], spec["norm"])
-    net.load_state_dict(load_file(str(path)))
+    try:
+        net = model_lib.build(spec, model_fn)
+    except ConfigError as exc:
+        raise DataError(f"{path}: the network cannot be rebuilt ({exc}); make its factory "
+                        f"{spec.get('factory')!r} importable again, or pass model_fn= to predict.load_model / "
+                        "predict_csv") from None
+    try:
+        net.load_state_dict(load_file(str(path)))
+    except RuntimeError as exc:
+        raise DataError(f"{path}: the weights do not fit the network {spec.get('factory')!r} builds now (was its "
+                        f"code changed since training?): {str(exc).splitlines()[0][:200]}") from None
     return net.eval(), spec, schema
 
 
-def predict_csv(model_path: Path | str, csv_path: Path | str) -> pd.DataFrame:
+def predict_csv(model_path: Path | str, csv_path: Path | str,
+                model_fn: model_lib.ModelFn | None = None) -> pd.DataFrame:
     """The CSV's rows with a `prediction` column (and `p_<class>` probabilities for classification)."""
-    net, spec, schema = load_model(model_path)
+    net, spec, schema = load_model(model_path, model_fn)
     features, frame = data.load_raw_for_scoring(csv_path, schema)
     with torch.inference_mode():
         out = net(torch.from_numpy(features)).numpy()

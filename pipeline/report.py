@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pipeline import fileio
+from pipeline import fileio, metrics
 from pipeline.errors import DataError
 
 TEMPLATES = resources.files("pipeline") / "templates"
@@ -227,29 +227,29 @@ def section_learning_rate(run: RunData) -> str:
     return figure_html(figure, "learning rate per epoch")
 
 
-def overfitting_analysis(epochs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Generalisation gap per epoch and a plain-words verdict (pure: used by the report and the exercises)."""
+def overfitting_analysis(epochs: list[dict[str, Any]], metric: str = "val_loss", patience: int = 3) -> dict[str, Any]:
+    """Generalisation gap per epoch, the best epoch by the monitored `metric` (in its direction), and a
+    plain-words verdict from the project's one overfitting rule (`metrics.overfitting`). Pure."""
     pairs = [(e["epoch"], e.get("train_loss"), e.get("val_loss")) for e in epochs]
     pairs = [(n, t, v) for n, t, v in pairs if t is not None and v is not None]
     if len(pairs) < 2:
         return {"gaps": [], "verdict": "Too few epochs with a validation loss to judge."}
     gaps = [(n, v - t) for n, t, v in pairs]
-    best_epoch = min(pairs, key=lambda p: p[2])[0]
-    last = pairs[-1]
-    rise = last[2] - min(p[2] for p in pairs)
-    if best_epoch < last[0] and rise > 0.05 * abs(min(p[2] for p in pairs)) + 1e-12:
-        verdict = (f"Overfitting: validation loss was lowest at epoch {best_epoch} and rose by {rise:.3g} since, while "
-                   "training loss kept falling. The best checkpoint (not the last) is the one evaluated and exported.")
-    elif gaps[-1][1] > 0.5 * abs(last[2]):
+    best = metrics.best_epoch(epochs, metric)
+    finding = metrics.overfitting(epochs, metric, patience)
+    if finding:
+        verdict = (f"Overfitting: {finding}. The best checkpoint (epoch {best[0]}, not the last) is the one "
+                   "evaluated and exported.")
+    elif gaps[-1][1] > 0.5 * abs(pairs[-1][2]):
         verdict = ("A large generalisation gap: the model fits training data much better than validation data. "
                    "More data, dropout or weight decay may help.")
     else:
-        verdict = "No sign of overfitting: validation loss follows training loss."
-    return {"gaps": gaps, "best_epoch": best_epoch, "verdict": verdict}
+        verdict = f"No sign of overfitting: {metric} kept improving, or training loss stopped falling with it."
+    return {"gaps": gaps, "best_epoch": best[0] if best else None, "metric": metric, "verdict": verdict}
 
 
 def section_overfitting(run: RunData) -> str:
-    analysis = overfitting_analysis(run.epochs)
+    analysis = overfitting_analysis(run.epochs, (run.metrics.get("best") or {}).get("metric") or "val_loss")
     out = f"<p>{esc(analysis['verdict'])}</p>"
     out += ("<p>The <em>generalisation gap</em> is validation loss minus training loss. It usually grows slowly; "
             "when it grows while validation loss rises, the model is memorising the training set.</p>")

@@ -1,23 +1,39 @@
-"""Experiment tracking: one small interface, several sinks (JSONL logs, TensorBoard, MLflow).
+"""Experiment tracking: one small interface, several sinks (JSONL logs, TensorBoard, MLflow, yours).
 
 Every sink has the same three methods, so the training loop never knows who is listening:
 
-    log_dict(metrics, step, kind)   kind: "step" | "epoch" | "system"
-    log_event(record)               run start/resume, final status
+    log_dict(metrics, step, kind)   kind: "step" | "epoch" | "system" | "test"
+    log_event(record)               run metadata and status changes (a dict with a "type"); ignore what you don't use
     close(status)                   status: completed | early_stopped | failed | interrupted
 
-`Tracker` fans a call out to all sinks and keeps one failing sink from stopping training.
-The MLflow sink does its network work on a background thread with short timeouts and bounded retries:
-an unreachable server costs one warning, never a stall; buffered metrics are replayed when it returns.
+What a sink receives, in order:
+- `log_event({"type": "run", ...})` once at the start (and at each resume): pid, host, epochs, steps per
+  epoch, start step, device, task, the monitored metric, and `config` (every setting, resolved).
+- `log_dict(..., "step")` every --log-every batches (loss, lr, epoch); `log_dict(..., "epoch")` after each
+  epoch (train_loss, val_* metrics, lr, timings); `log_dict(sample, step, "system")` for each resource sample
+  (cpu_percent, ram_percent, rss_mb, ... and `gpus`: a list of per-GPU dicts; `flatten_sample` flattens it).
+- at the end of a finished run: `log_dict(test_scores, step, "test")` (the best weights on the test split),
+  `log_event({"type": "model", "path": model.safetensors, "artifacts": [[path, folder], ...], ...})`;
+  then `log_event({"type": "artifact", "path": metrics.json})`, `log_event({"type": "status", ...})`, `close`.
+Every value is plain JSON. A sink may also offer `info() -> dict` (MLflow's run id, for instance); the run
+record shows what sinks say there.
+
+`Tracker` fans a call out to all sinks and keeps one failing sink from stopping training; `open_tracker`
+builds the sinks a run asks for. The MLflow sink does its network work on a background thread with short
+timeouts and bounded retries: an unreachable server costs one warning, never a stall; buffered metrics are
+replayed when it returns.
 """
 from __future__ import annotations
 
 import os
 import queue
 import socket
+import subprocess
+import sys
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,7 +45,7 @@ MLFLOW_STATUS = {"completed": "FINISHED", "early_stopped": "FINISHED", "failed":
 
 
 class Sink(Protocol):
-    def log_dict(self, metrics: dict[str, float], step: int, kind: str) -> None: ...
+    def log_dict(self, metrics: dict[str, Any], step: int, kind: str) -> None: ...
     def log_event(self, record: dict[str, Any]) -> None: ...
     def close(self, status: str) -> None: ...
 
@@ -39,17 +55,22 @@ class Tracker:
 
     def __init__(self, sinks: list[Sink]):
         self.sinks = list(sinks)
+        self._lock = threading.Lock()  # the resource sampler logs from its own thread
 
     def _each(self, method: str, *args: Any) -> None:
-        for sink in list(self.sinks):
+        with self._lock:
+            sinks = list(self.sinks)
+        for sink in sinks:
             try:
                 getattr(sink, method)(*args)
             except Exception as exc:  # a broken sink must not end the run; local JSONL is the record
                 warnings.warn(f"{type(sink).__name__} failed ({type(exc).__name__}: {exc}); disabled for this run",
-                              stacklevel=2)
-                self.sinks.remove(sink)
+                              stacklevel=3)
+                with self._lock:
+                    if sink in self.sinks:
+                        self.sinks.remove(sink)
 
-    def log_dict(self, metrics: dict[str, float], step: int, kind: str = "step") -> None:
+    def log_dict(self, metrics: dict[str, Any], step: int, kind: str = "step") -> None:
         self._each("log_dict", metrics, step, kind)
 
     def log_event(self, record: dict[str, Any]) -> None:
@@ -58,14 +79,62 @@ class Tracker:
     def close(self, status: str) -> None:
         self._each("close", status)
 
+    def info(self) -> dict[str, Any]:
+        """What the sinks say about themselves (e.g. {"mlflow": {"run_id": ...}}), for the run record."""
+        found: dict[str, Any] = {}
+        for sink in list(self.sinks):
+            describe = getattr(sink, "info", None)
+            if callable(describe):
+                try:
+                    found.update(describe() or {})
+                except Exception:  # a description is a courtesy, never a reason to stop
+                    pass
+        return found
+
+
+def open_tracker(log_dir: Path, *, resume_step: int | None, tensorboard: bool, mlflow: bool,
+                 tracking_uri: str | None, experiment_name: str, run_name: str, mlflow_run_id: str | None,
+                 tags: dict[str, str], extra: Sequence[Sink] = ()) -> Tracker:
+    """The JSONL logs always; TensorBoard and MLflow when asked; then the caller's own sinks.
+
+    `resume_step`: the step a resumed run continues from (its later records are dropped and re-made)."""
+    if resume_step is not None:
+        JsonlSink.truncate_after(log_dir, resume_step)
+    sinks: list[Sink] = [JsonlSink(log_dir)]
+    if tensorboard:
+        sinks.append(TensorBoardSink(log_dir, purge_step=resume_step + 1 if resume_step is not None else None))
+    if mlflow:
+        sinks.append(MlflowSink(tracking_uri or default_tracking_uri(), experiment_name, run_name,
+                                run_id=mlflow_run_id, tags=tags))
+    return Tracker(sinks + list(extra))
+
+
+def flatten_sample(sample: dict[str, Any]) -> dict[str, float]:
+    """A resource sample as flat numbers: `gpus: [{index: 0, util_percent: 93}]` -> `gpu0_util_percent: 93`."""
+    flat = {k: v for k, v in sample.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and k != "time"}
+    for gpu in sample.get("gpus") or []:
+        flat.update({f"gpu{gpu['index']}_{k}": v for k, v in gpu.items()
+                     if k not in ("index", "name") and isinstance(v, (int, float))})
+    return flat
+
+
+def numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numeric entries (what a metrics store can hold)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
 
 # ------------------------------------------------------------------------------------------------ JSONL
 class JsonlSink:
-    """`logs/metrics.jsonl` (step, epoch and event records) and `logs/system.jsonl` (resource samples).
+    """`logs/metrics.jsonl` (step, epoch, test records and the run/status events) and `logs/system.jsonl`
+    (resource samples, as sampled: GPUs as a list).
 
     Step records are buffered and appended in whole lines at each epoch boundary or every `flush_every`
-    records, so the monitor sees progress without a write per step.
+    records, so the monitor sees progress without a write per step. Events other than run and status
+    (model, artifact) are for sinks that store files, and are not written here.
     """
+
+    EVENTS = ("run", "status")
 
     def __init__(self, log_dir: Path, flush_every: int = 50):
         self.log_dir = Path(log_dir)
@@ -85,6 +154,8 @@ class JsonlSink:
             self.flush()
 
     def log_event(self, record: dict[str, Any]) -> None:
+        if record.get("type") not in self.EVENTS:
+            return
         self._buffer.append({"time": time.time(), **record})
         self.flush()
 
@@ -111,37 +182,41 @@ class JsonlSink:
 
 # ------------------------------------------------------------------------------------------ TensorBoard
 class TensorBoardSink:
-    """TensorBoard event files under `logs/`. Tags are grouped: train/*, epoch/*, system/*.
+    """TensorBoard event files under `logs/`. Tags are grouped: train/*, epoch/*, system/*, test/*; a finished
+    run also gets its training settings and test scores on TensorBoard's HParams tab.
 
     `purge_step` makes TensorBoard discard events at or after that step left by an interrupted run."""
+
+    PREFIX = {"step": "train", "epoch": "epoch", "system": "system", "test": "test"}
 
     def __init__(self, log_dir: Path, purge_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step, flush_secs=10)
-        self._hparams: tuple[dict, dict] | None = None
+        self._hparams: dict[str, Any] = {}
+        self._test: dict[str, float] = {}
 
-    def log_dict(self, metrics: dict[str, float], step: int, kind: str) -> None:
-        prefix = {"step": "train", "epoch": "epoch", "system": "system"}[kind]
-        for name, value in metrics.items():
-            if isinstance(value, (int, float)) and value is not None:
-                self.writer.add_scalar(f"{prefix}/{name}", value, step)
-        if kind == "epoch":
+    def log_dict(self, metrics: dict[str, Any], step: int, kind: str) -> None:
+        values = flatten_sample(metrics) if kind == "system" else numbers(metrics)
+        prefix = self.PREFIX.get(kind, kind)
+        for name, value in values.items():
+            self.writer.add_scalar(f"{prefix}/{name}", value, step)
+        if kind == "test":
+            self._test = values
+        if kind in ("epoch", "test"):
             self.writer.flush()
 
-    def set_hparams(self, hparams: dict[str, Any], final_metrics: dict[str, float]) -> None:
-        self._hparams = (hparams, final_metrics)
-
     def log_event(self, record: dict[str, Any]) -> None:
-        pass
+        if record.get("type") == "run":
+            from pipeline.config import RESUMABLE_KEYS
+
+            self._hparams = {k: v for k, v in (record.get("config") or {}).items() if k not in RESUMABLE_KEYS}
 
     def close(self, status: str) -> None:
-        if self._hparams is not None:
-            hparams, final = self._hparams
-            clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()
+        if status in ("completed", "early_stopped") and self._hparams:
+            clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in self._hparams.items()
                      if v is not None}
-            self.writer.add_hparams(clean, {f"hparam/{k}": v for k, v in final.items() if v is not None},
-                                    run_name="hparams")
+            self.writer.add_hparams(clean, {f"hparam/{k}": v for k, v in self._test.items()}, run_name="hparams")
         self.writer.close()
 
 
@@ -160,12 +235,17 @@ def default_tracking_uri() -> str:
 class MlflowSink:
     """Logs to an MLflow run from a background thread.
 
-    The loop only enqueues. The worker creates (or re-attaches to) the run, then sends metrics in
-    batches. On failure it warns once, keeps the metrics (bounded buffer) and retries with backoff; when
-    the server answers again the buffer is replayed with the original steps and timestamps.
+    The loop only enqueues. The worker creates (or re-attaches to) the run once it knows the run's
+    settings (the "run" event, or `params`), then sends metrics in batches: epoch metrics under their own
+    names, step metrics as `step_<name>`, resource samples as `system/<name>` (MLflow's System metrics
+    tab), test scores as `test_<name>` (so runs sort and compare by them). On failure it warns once, keeps
+    the metrics (bounded buffer) and retries with backoff; when the server answers again the buffer is
+    replayed with the original steps and timestamps. At close it logs the artefacts and the model (with a
+    signature and the training dataset; registered under `register_as` when the model event asks).
     """
 
     MAX_BUFFER = 200_000
+    PREFIX = {"step": "step_", "system": "system/", "test": "test_", "epoch": ""}
 
     def __init__(self, tracking_uri: str, experiment_name: str, run_name: str, *, run_id: str | None = None,
                  params: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
@@ -179,12 +259,14 @@ class MlflowSink:
         self.close_timeout_s = close_timeout_s
         self.flush_interval_s = flush_interval_s
         self._closing: str | None = None
-        self._params = params or {}
-        self._tags = tags or {}
+        self._params = params  # None until known (the "run" event); logged once, on a run this sink created
+        self._params_due = False
+        self._started = time.monotonic()
+        self._tags = dict(tags or {})
         self._queue: "queue.Queue[tuple[str, Any]]" = queue.Queue()
         self._pending: list[Any] = []  # mlflow Metric entities not yet accepted by the server
         self._artifacts: list[tuple[str, str | None]] = []
-        self._extra: list[Any] = []  # callables run with (client, run_id) at the end, best effort
+        self._model: dict[str, Any] | None = None
         self._warned = False
         self.dropped = 0
         self.connected = threading.Event()
@@ -192,26 +274,26 @@ class MlflowSink:
         self._thread.start()
 
     # ---- called from the training loop: never blocks on the network
-    def log_dict(self, metrics: dict[str, float], step: int, kind: str) -> None:
+    def log_dict(self, metrics: dict[str, Any], step: int, kind: str) -> None:
         stamp = int(time.time() * 1000)
-        named = {("step_" + k if kind == "step" else k): v for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and v is not None}
-        self._queue.put(("metrics", (named, step, stamp)))
+        values = flatten_sample(metrics) if kind == "system" else numbers(metrics)
+        prefix = self.PREFIX.get(kind, f"{kind}_")
+        self._queue.put(("metrics", ({prefix + k: v for k, v in values.items()}, step, stamp)))
 
     def log_event(self, record: dict[str, Any]) -> None:
-        pass
+        kind = record.get("type")
+        if kind == "run":
+            self._queue.put(("params", {k: v for k, v in (record.get("config") or {}).items() if v is not None}))
+        elif kind == "artifact":
+            self._queue.put(("artifact", (str(record["path"]), record.get("folder"))))
+        elif kind == "model":
+            self._queue.put(("model", record))
 
-    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        self._queue.put(("artifact", (str(path), artifact_path)))
-
-    def at_close(self, action: Any) -> None:
-        """Run `action(client, run_id)` on the worker before the run ends (e.g. log the model)."""
-        self._queue.put(("call", action))
-
-    def info(self) -> dict[str, str | None] | None:
+    def info(self) -> dict[str, Any]:
         if self.run_id is None:
-            return None
-        return {"tracking_uri": self.tracking_uri, "experiment_id": self.experiment_id, "run_id": self.run_id}
+            return {}
+        return {"mlflow": {"tracking_uri": self.tracking_uri, "experiment_id": self.experiment_id,
+                           "run_id": self.run_id}}
 
     def close(self, status: str) -> None:
         self._queue.put(("close", MLFLOW_STATUS.get(status, "FINISHED")))
@@ -237,14 +319,18 @@ class MlflowSink:
             experiment = client.get_experiment_by_name(self.experiment_name)
             self.experiment_id = (experiment.experiment_id if experiment is not None
                                   else client.create_experiment(self.experiment_name))
-            run = client.create_run(self.experiment_id, run_name=self.run_name, tags=self._tags)
+            run = client.create_run(self.experiment_id, run_name=self.run_name, tags={**source_tags(), **self._tags})
             self.run_id = run.info.run_id
-            from mlflow.entities import Param
-
-            params = [Param(k, str(v)[:6000]) for k, v in sorted(self._params.items())]
-            for i in range(0, len(params), 100):
-                client.log_batch(self.run_id, params=params[i:i + 100])
+            self._params_due = True  # a resumed run keeps the values it was created with
         self.connected.set()
+
+    def _log_params(self, client: Any) -> None:
+        from mlflow.entities import Param
+
+        params = [Param(k, str(v)[:6000]) for k, v in sorted((self._params or {}).items())]
+        for i in range(0, len(params), 100):
+            client.log_batch(self.run_id, params=params[i:i + 100])
+        self._params_due = False
 
     def _flush(self, client: Any) -> None:
         while self._pending:
@@ -262,12 +348,19 @@ class MlflowSink:
             if len(self._pending) > self.MAX_BUFFER:
                 self.dropped += len(self._pending) - self.MAX_BUFFER
                 del self._pending[: len(self._pending) - self.MAX_BUFFER]
+        elif kind == "params":
+            self._params = payload if self._params is None else self._params
         elif kind == "artifact":
             self._artifacts.append(payload)
-        elif kind == "call":
-            self._extra.append(payload)
+        elif kind == "model":
+            self._model = payload
         elif kind == "close":
             self._closing = payload
+
+    def _ready(self) -> bool:
+        """Create the run once its settings are known (or after a second without them, or at close)."""
+        return (self._params is not None or self.run_id is not None or self._closing is not None
+                or time.monotonic() - self._started > 1.0)
 
     def _work(self) -> None:
         """Drain the queue; send at most every `flush_interval_s` (each send is a database transaction or an
@@ -277,8 +370,9 @@ class MlflowSink:
         client = MlflowClient(tracking_uri=self.tracking_uri)
         backoff, next_send, deadline = 1.0, 0.0, None
         while True:
-            waiting = self._pending or not self.connected.is_set()
-            timeout = max(0.05, next_send - time.monotonic()) if waiting else None
+            ready = self._ready()
+            waiting = ready and (self._pending or not self.connected.is_set())
+            timeout = max(0.05, next_send - time.monotonic()) if waiting else None if ready else 0.25
             try:
                 self._accept(self._queue.get(timeout=timeout))
                 while True:
@@ -287,11 +381,13 @@ class MlflowSink:
                 pass
             if self._closing is not None and deadline is None:
                 deadline = time.monotonic() + self.close_timeout_s * 0.8
-            if self._closing is None and time.monotonic() < next_send:
+            if not self._ready() or (self._closing is None and time.monotonic() < next_send):
                 continue
             try:
                 if not self.connected.is_set():
                     self._connect(client)
+                if self._params_due and self._params is not None:
+                    self._log_params(client)
                 self._flush(client)
                 backoff, next_send = 1.0, time.monotonic() + self.flush_interval_s
             except Exception as exc:
@@ -308,20 +404,70 @@ class MlflowSink:
                 return
 
     def _finish(self, client: Any, status: str) -> None:
-        for local, artifact_path in self._artifacts:
+        for local, folder in list((self._model or {}).get("artifacts", [])) + self._artifacts:
             try:
-                client.log_artifact(self.run_id, local, artifact_path)
+                client.log_artifact(self.run_id, local, folder)
             except Exception as exc:
                 self._warn(f"artifact {Path(local).name}", exc)
-        for action in self._extra:
+        if self._model is not None:
             try:
-                action(client, self.run_id)
+                self._log_model(client, self._model)
             except Exception as exc:
-                self._warn("final logging", exc)
+                self._warn("logging the model", exc)
         try:
             client.set_terminated(self.run_id, status=status)
         except Exception as exc:
             self._warn("ending the run", exc)
+
+    def _log_model(self, client: Any, event: dict[str, Any]) -> None:
+        """The training dataset as a run input, and the exported model (rebuilt from model.safetensors by
+        the same code `predict` uses) with a signature and an input example."""
+        import mlflow
+        import numpy as np
+        import torch
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.models import infer_signature
+
+        from pipeline import data, predict
+
+        X_train, y_train = data.load_processed(event["data_dir"], mmap=True).arrays["train"]
+        with warnings.catch_warnings():  # MLflow cannot tell two local source types apart; either is right
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(str(Path(event["data_dir"]).resolve()))
+        dataset = mlflow.data.from_numpy(np.asarray(X_train), targets=np.asarray(y_train), source=source, name="train")
+        client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
+                                                              [InputTag("mlflow.data.context", "training")])])
+        net, _, _ = predict.load_model(event["path"])
+        sample = np.ascontiguousarray(X_train[:5])
+        with torch.no_grad():
+            signature = infer_signature(sample, net(torch.from_numpy(sample)).numpy())
+        mlflow.set_tracking_uri(self.tracking_uri)
+        with mlflow.start_run(run_id=self.run_id):
+            mlflow.pytorch.log_model(net, name="model", signature=signature, input_example=sample,
+                                     registered_model_name=event.get("register_as"),
+                                     pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's source tags for this process: the script (or "python" in a notebook) and its git commit."""
+    script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    tags = {"mlflow.source.type": "LOCAL",
+            "mlflow.source.name": str(script) if script is not None and script.is_file() else "python"}
+    commit = git_commit(script.parent if script is not None and script.is_file() else Path.cwd())
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def git_commit(folder: Path) -> str | None:
+    """The commit checked out at `folder`, or None outside a git work tree (or without git)."""
+    try:
+        done = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def host_name() -> str:

@@ -1,4 +1,4 @@
-"""Phase 2 CLI: train an MLP on a prepared dataset, with exact checkpoint/resume and tracking.
+"""Phase 2 CLI: train a network (the MLP, or your own with --model) on a prepared dataset, with exact checkpoint/resume and tracking.
 
     python solutions/train_pipeline.py --data-dir processed_data --epochs 50 --batch-size 32 \
         --learning-rate 0.001 --save-dir checkpoints
@@ -9,12 +9,13 @@ early-stopped, 1 failed (e.g. non-finite loss), 2 bad input, 130/143 after SIGIN
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from pipeline import cli, train  # noqa: E402
+from pipeline import cli, config, metrics, model, train  # noqa: E402
 from pipeline.errors import ConfigError  # noqa: E402
 
 
@@ -22,24 +23,38 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+HELP = {
+    "resume": "auto (continue if a checkpoint exists), never (start over), or a checkpoint PATH",
+    "model": f"the network: built in ({', '.join(model.BUILT_IN)}), package.module:function or "
+             "path/to/file.py:function, called as fn(n_features, n_outputs, **model_args)",
+    "model_args": "JSON object of keyword arguments for --model, e.g. '{\"width\": 64}'",
+    "hidden_sizes": "comma-separated hidden layer widths of --model mlp, e.g. 256,128",
+    "amp": "mixed precision: auto (bf16/fp16 on GPU, off on CPU), off, bf16, fp16",
+    "tracking_uri": "MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+    "register_model": "also register the best model in MLflow's model registry under this NAME",
+    "early_stopping_metric": "one of train_loss, " + ", ".join(
+        sorted({f"val_{m}" for names in metrics.TASK_METRICS.values() for m in names})),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """One flag per TrainConfig field; defaults stay unset here so YAML (--config) can fill them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], argument_default=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, help="YAML file of settings (keys as flags, with underscores); "
                         "flags given on the command line win")
-    helps = {"resume": "auto (continue if a checkpoint exists), never (start over), or a checkpoint PATH",
-             "hidden_sizes": "comma-separated hidden layer widths, e.g. 256,128",
-             "amp": "mixed precision: auto (bf16/fp16 on GPU, off on CPU), off, bf16, fp16",
-             "tracking_uri": "MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)"}
-    for field in train.dataclasses.fields(train.TrainConfig):
-        name, default = field.name, field.default
-        help_text = helps.get(name, "") + (f" (default: {default})" if default is not train.dataclasses.MISSING else "")
+    for field in dataclasses.fields(config.TrainConfig):
+        name = field.name
+        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        choices = config.CHOICES.get(name)
+        help_text = HELP.get(name, "") or (f"one of {', '.join(choices)}" if choices else "")
+        if default is not dataclasses.MISSING:
+            help_text += f" (default: {default})"
         if name in ("mlflow", "tensorboard"):
             parser.add_argument(f"--no-{name}", dest=name, action="store_false", help=f"do not log to {name}")
         elif isinstance(default, bool):
             parser.add_argument(_flag(name), dest=name, action="store_true", help=help_text)
-        elif name == "hidden_sizes":
-            parser.add_argument(_flag(name), dest=name, type=str, help=help_text)
+        elif choices and name != "device":  # --device also takes cuda:N
+            parser.add_argument(_flag(name), dest=name, choices=choices, help=help_text)
         else:
             kind = {int: int, float: float}.get(type(default), str)
             parser.add_argument(_flag(name), dest=name, type=kind, help=help_text)
@@ -66,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         values = load_yaml(args.pop("config")) if "config" in args else {}
         values.update(args)
-        config = train.make_config(values)
-        result = train.run(config)
+        result = train.run(config.make_config(values))
         print(f"metrics: {result.save_dir / 'metrics.json'}")
         return result.exit_code
 

@@ -146,9 +146,40 @@ def _epochs(train_losses, val_losses):
 
 def test_overfitting_detector():
     assert monitor.detect_overfitting(_epochs([1, .8, .6, .5], [1, .9, .85, .84])) is None
-    assert "validation loss rose for 3 epochs" in monitor.detect_overfitting(_epochs([1, .8, .6, .4], [.9, .95, 1, 1.1]))
+    assert "val_loss has not improved for 3 epochs" in monitor.detect_overfitting(_epochs([1, .8, .6, .4], [.9, .95, 1, 1.1]))
     assert monitor.detect_overfitting(_epochs([1, .7, .5, .3], [1, .85, .8, .79])) is None  # val still improving
-    assert "gap widened" in monitor.detect_overfitting(_epochs([1, .7, .5, .3], [.8, .81, .8, .805]))
+    assert "best 0.8 at epoch 1" in monitor.detect_overfitting(_epochs([1, .7, .5, .3], [.8, .81, .8, .805]))
+    # patience is a boundary: 2 epochs since the best is not yet 3
+    assert monitor.detect_overfitting(_epochs([1, .8, .6], [.9, .95, 1])) is None
+    # validation stalls but training loss does not fall either: not overfitting (underfitting, or a plateau)
+    assert monitor.detect_overfitting(_epochs([.5, .5, .6, .7], [.9, .95, 1, 1.1])) is None
+
+
+def test_one_overfitting_rule_follows_the_monitored_metric_and_its_direction():
+    from pipeline import metrics, report
+
+    epochs = _epochs([1, .8, .6, .4, .3], [1.0, .9, .8, .7, .6])  # val_loss keeps falling ...
+    for e, acc in zip(epochs, [.70, .90, .88, .87, .86]):         # ... but val_accuracy peaked at epoch 2
+        e["val_accuracy"] = acc
+    assert monitor.detect_overfitting(epochs, metric="val_loss") is None
+    found = monitor.detect_overfitting(epochs, metric="val_accuracy")
+    assert found and "best 0.9 at epoch 2" in found
+    assert metrics.best_epoch(epochs, "val_accuracy") == (2, .90)  # higher is better: not min()
+    analysis = report.overfitting_analysis(epochs, "val_accuracy")
+    assert analysis["best_epoch"] == 2 and analysis["verdict"].startswith("Overfitting: " + found)
+    assert report.overfitting_analysis(epochs, "val_loss")["best_epoch"] == 5
+    view = monitor.RunView(Path("."), run={"monitor_metric": "val_accuracy"}, status="completed", epochs=epochs)
+    assert [a.name for a in monitor.detect_alerts(view, 0.0)] == ["overfitting"]
+    assert view.best() == (2, "val_accuracy", .90)
+
+
+def test_status_table_gives_both_exit_codes():
+    from pipeline import status
+
+    assert [status.trainer_exit_code(s) for s in ("completed", "early_stopped", "failed")] == [0, 0, 1]
+    assert status.trainer_exit_code("interrupted", 15) == 143 and status.trainer_exit_code("interrupted") == 130
+    assert [status.monitor_exit_code(s) for s in ("completed", "failed", "interrupted", "lost", "running")] == \
+        [0, 1, 3, 4, 0]
 
 
 def test_alerts_cover_each_condition():

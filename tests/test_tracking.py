@@ -84,7 +84,11 @@ def test_real_server_run_params_metrics_artifacts_and_resume_reattaches(mlflow_s
     assert sorted(p.step for p in val) == [8, 16, 24]  # one run across the resume, one value per epoch
     assert [round(p.value, 6) for p in sorted(val, key=lambda p: p.step)] == [round(e["val_loss"], 6) for e in m["epochs"]]
     assert len(client.get_metric_history(run_id, "step_loss")) >= 10
-    assert client.get_metric_history(run_id, "rss_mb")  # system metrics
+    assert client.get_metric_history(run_id, "system/rss_mb")  # MLflow's System metrics tab
+    assert {"test_accuracy", "test_f1_macro", "test_loss"} <= set(run.data.metrics)  # sortable in the UI
+    assert run.data.metrics["test_accuracy"] == pytest.approx(m["test"]["accuracy"])
+    assert run.data.tags["mlflow.source.name"].endswith("train_pipeline.py")
+    assert len(run.data.tags["mlflow.source.git.commit"]) == 40
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"metrics.json", "config.yaml", "model_weights"} <= artifacts
     assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.name == "train"

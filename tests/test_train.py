@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import checkpoint, data, fileio, train
+from pipeline import checkpoint, data, fileio, optim, train
 from pipeline.errors import CheckpointError, ConfigError
 
 from conftest import ROOT, make_classification_csv, run_script, script_env
@@ -203,12 +203,12 @@ def test_non_finite_loss_fails_cleanly_and_keeps_last_good_checkpoint(penguins_d
     cfg = dict(data_dir=str(penguins_dir), save_dir=str(tmp_path / "s"), log_every=1, **FAST)
     train.run(train.make_config(dict(cfg, epochs=2)), log=lambda m: None)
     good = (tmp_path / "s" / "last.pt").read_bytes()
-    real_build_loss = train.build_loss
+    real_build_loss = optim.build_loss
 
     def poisoned(*args, **kwargs):
         loss = real_build_loss(*args, **kwargs)
         return lambda out, y: loss(out, y) * float("nan")
-    monkeypatch.setattr(train, "build_loss", lambda *a, **k: _Wrap(poisoned(*a, **k)))
+    monkeypatch.setattr(optim, "build_loss", lambda *a, **k: _Wrap(poisoned(*a, **k)))
     result = train.run(train.make_config(dict(cfg, epochs=4)), log=lambda m: None)
     assert result.status == "failed" and result.exit_code == 1
     m = strict_json(tmp_path / "s" / "metrics.json")
@@ -279,8 +279,16 @@ def test_early_stopping_then_raising_epochs_continues(penguins_dir: Path, tmp_pa
     exported = load_file(str(tmp_path / "s" / "model.safetensors"))
     assert all(torch.equal(exported[k], best[k]) for k in best)
     assert not all(torch.equal(last[k], best[k]) for k in best)
-    more = train.run(train.make_config(dict(cfg, epochs=done + 1)), log=lambda m: None)
-    assert len(more.metrics["epochs"]) == done + 1
+    # the same command again does nothing: --epochs is compared with what the run was started with (60),
+    # not with the epoch it stopped at
+    logs: list[str] = []
+    again = train.run(train.make_config(dict(cfg, epochs=60)), log=logs.append)
+    assert again.status == "early_stopped" and len(again.metrics["epochs"]) == done
+    assert any("nothing to do" in line and "above 60" in line for line in logs), logs
+    assert checkpoint.load_checkpoint(tmp_path / "s" / "best.pt")["model"].keys() == best.keys()
+    more = train.run(train.make_config(dict(cfg, epochs=61)), log=lambda m: None)
+    # raised above the original 60: it continues, with a fresh patience (so at least `patience` more epochs)
+    assert done + 2 <= len(more.metrics["epochs"]) <= 61 and len(more.metrics["run"]["resumed"]) == 1
 
 
 def test_bf16_autocast_and_class_weights_on_cpu(penguins_dir: Path, tmp_path: Path):

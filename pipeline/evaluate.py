@@ -1,0 +1,72 @@
+"""Scoring a model on one split: its loss and the task's metrics, in the target's own units.
+
+    scores = evaluate(net, X_val, y_val, task="classification", loss_fn=loss_fn, device=device, amp=None,
+                      target_scale=(0.0, 1.0))                  # {"loss": ..., "accuracy": ..., "f1_macro": ...}
+
+`predict_arrays` runs the model in inference mode in chunks; the metric maths is in `pipeline.metrics`.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline import metrics
+
+
+@torch.inference_mode()
+def predict_arrays(model: nn.Module, X: np.ndarray, *, device: torch.device, amp: torch.dtype | None,
+                   batch_size: int = 4096) -> np.ndarray:
+    """Raw model outputs (rows, n_outputs) as float32 NumPy, in chunks."""
+    model.eval()
+    outputs = []
+    for start in range(0, X.shape[0], batch_size):
+        xb = torch.from_numpy(np.require(X[start:start + batch_size], requirements=['C', 'W'])).to(device)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            outputs.append(model(xb).float().cpu())
+    return torch.cat(outputs).numpy() if outputs else np.zeros((0, 1), dtype=np.float32)
+
+
+def evaluate(model: nn.Module, X: np.ndarray, y: np.ndarray, *, task: str, loss_fn: nn.Module,
+             device: torch.device, amp: torch.dtype | None, target_scale: tuple[float, float],
+             detailed: bool = False, classes: list[str] | None = None) -> dict[str, Any]:
+    """Loss + task metrics of `model` on one split (metrics in the target's own units)."""
+    if X.shape[0] == 0:
+        return {}
+    out = torch.from_numpy(predict_arrays(model, X, device=device, amp=amp))
+    loss_fn = copy.deepcopy(loss_fn).cpu()  # a CPU copy: the training loss (and its class weights) stays put
+    if task == "classification":
+        target = torch.from_numpy(np.asarray(y)).long()
+        loss = float(loss_fn(out, target))
+        probabilities = torch.softmax(out, dim=1).numpy()
+        result = {"loss": loss, **metrics.classification_metrics(np.asarray(y), probabilities, detailed=detailed,
+                                                                 classes=classes)}
+        if detailed:
+            result["roc_curves"] = roc_curves(np.asarray(y), probabilities, classes or [])
+        return result
+    mean, std = target_scale
+    scaled = (torch.from_numpy(np.asarray(y, dtype=np.float32)) - mean) / std
+    loss = float(loss_fn(out[:, 0], scaled))
+    predicted = out[:, 0].numpy() * std + mean
+    result = {"loss": loss, **metrics.regression_metrics(np.asarray(y), predicted)}
+    if detailed:
+        keep = np.linspace(0, len(y) - 1, num=min(len(y), 2000)).astype(int)
+        result["predictions"] = {"y_true": np.asarray(y)[keep].tolist(), "y_pred": predicted[keep].tolist()}
+    return result
+
+
+def roc_curves(y: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    from sklearn.metrics import roc_curve
+
+    curves = {}
+    for i, name in enumerate(classes):
+        positives = (y == i)
+        if positives.all() or not positives.any():
+            continue
+        fpr, tpr, _ = roc_curve(positives, probabilities[:, i])
+        keep = np.unique(np.linspace(0, len(fpr) - 1, num=min(len(fpr), 200)).astype(int))
+        curves[name] = {"fpr": fpr[keep].round(5).tolist(), "tpr": tpr[keep].round(5).tolist()}
+    return curves

@@ -1,0 +1,80 @@
+"""`metrics.json`: the run record, rewritten atomically after every epoch and at the end — and read back.
+
+    record = RunRecord(save_dir, config=..., schema=..., state=state, device="cpu", amp="off", ...)
+    record.write()                                   # status "running", with pid and host
+    metrics = read_record(save_dir)                  # what a finished (or running) run wrote, or None
+
+Strict JSON (no NaN/Infinity). The format is the contract in ../shared/DESIGN.md: run, config, data,
+progress, epochs, best, test, system. Built from the training state each time, so it always says what the
+last checkpoint says.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline import fileio, runtime, tracking
+from pipeline.checkpoint import TrainingState
+
+SCHEMA_VERSION = 1
+
+
+class RunRecord:
+    """Builds and atomically rewrites `metrics.json` from the training state and the run's fixed facts."""
+
+    def __init__(self, save_dir: Path, *, config: dict[str, Any], schema: dict[str, Any], n_features: int,
+                 state: TrainingState, device: str, amp: str, monitor_metric: str,
+                 tracking_info: Callable[[], dict[str, Any]], system_summary: Callable[[], dict[str, Any]]):
+        self.path = Path(save_dir) / "metrics.json"
+        self.config, self.schema, self.n_features, self.state = config, schema, n_features, state
+        self.device, self.amp, self.monitor_metric = device, amp, monitor_metric
+        self.tracking_info, self.system_summary = tracking_info, system_summary
+        self.test: dict[str, Any] | None = None
+        self.ended_at: str | None = None
+        self.message = ""
+        self.versions = runtime.versions()
+
+    def build(self) -> dict[str, Any]:
+        s, schema = self.state, self.schema
+        best = None
+        if s.best_epoch is not None:
+            best = {"epoch": s.best_epoch, "metric": self.monitor_metric, "value": s.best_value}
+        system = dict(self.system_summary())
+        if s.history:
+            data_s = sum(h.get("data_seconds", 0.0) for h in s.history)
+            total_s = sum(h.get("epoch_seconds", 0.0) for h in s.history)
+            system["data_wait_fraction"] = round(data_s / total_s, 4) if total_s else None
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "run": {"name": s.run_name, "status": s.status, "started_at": s.started_at, "ended_at": self.ended_at,
+                    "message": self.message, "device": self.device, "amp": self.amp,
+                    "pid": os.getpid(), "host": tracking.host_name(), "resumed": s.resumed,
+                    "mlflow": self.tracking_info().get("mlflow"), "versions": self.versions},
+            "config": self.config,
+            "data": {"task": schema["task"], "target": schema["target"], "classes": schema["classes"],
+                     "n_features": self.n_features, "features": schema["features"]["processed"],
+                     "original_features": schema["features"]["original"], "rows": schema["rows"],
+                     "class_counts": schema.get("class_counts"), "source": schema["source"]["path"],
+                     "source_sha256": schema["source"]["sha256"], "data_sha256": schema["data_sha256"]},
+            "progress": {"epoch": s.epoch, "global_step": s.global_step, "total_epochs": self.config["epochs"]},
+            "epochs": s.history,
+            "best": best,
+            "test": self.test,
+            "system": system,
+        }
+
+    def write(self) -> None:
+        fileio.atomic_write_json(self.path, self.build(), durable=False)
+
+    def finish(self, message: str = "") -> None:
+        """The run has ended with `state.status`: stamp the end time and the closing message."""
+        self.ended_at = runtime.now()
+        self.message = message
+        self.write()
+
+
+def read_record(save_dir: Path) -> dict[str, Any] | None:
+    """The `metrics.json` a run wrote in `save_dir`, or None when there is none (yet)."""
+    return fileio.read_json(Path(save_dir) / "metrics.json")
