@@ -1175,7 +1175,7 @@ def prepare_dataset(data_path: Path | str, output_dir: Path | str, *, test_split
 
     y_all, classes = encoded.result()
     if classes is not None:
-        _check_classes(y_all, classes, source=source, target=target)
+        _check_classes(y_all, classes, source=source, target=target, picked=picked)
     table = plan.columns
     splits = split_indices(y_all if classes is not None else None, row_groups(table, y_all),
                            test_split=test_split, val_split=val_split, seed=seed)
@@ -1220,15 +1220,19 @@ def _check_fractions(test_split: float, val_split: float) -> None:
                         "and leave rows for training (e.g. 0.2 and 0.1)")
 
 
-def _check_classes(y: np.ndarray, classes: list[str], *, source: Path, target: str) -> None:
+def _check_classes(y: np.ndarray, classes: list[str], *, source: Path, target: str, picked: str | None = None
+                   ) -> None:
     counts = np.bincount(y, minlength=len(classes))
+    # a target the automatic rule chose may simply be the wrong column: say so, with the way out
+    hint = f" (the target was picked automatically, {picked}: choose yours with --target)" if picked else ""
     if len(classes) < 2:
         raise DataError(f"{source}: target '{target}' has only one class ({classes[0]!r}); classification needs "
-                        "at least two, or use --task regression for a numeric target")
+                        f"at least two, or use --task regression for a numeric target{hint}")
     single = [classes[i] for i in np.flatnonzero(counts == 1)]
     if single:
-        raise DataError(f"{source}: class(es) {single} of target '{target}' have a single row, too few to "
-                        "stratify train/val/test; add rows for them or remove those rows")
+        shown = str(single) if len(single) <= 10 else f"{str(single[:10])[:-1]}, ... ({len(single)} in all)]"
+        raise DataError(f"{source}: class(es) {shown} of target '{target}' have a single row, too few to "
+                        f"stratify train/val/test; add rows for them or remove those rows{hint}")
 
 
 def _check_split_sizes(splits: dict[str, np.ndarray], n_rows: int, test_split: float, val_split: float,

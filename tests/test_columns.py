@@ -333,3 +333,16 @@ def test_single_feature_checks_look_at_a_bounded_sample(tmp_path: Path):
 def test_shares_near_the_limit_are_not_rounded_up_to_it():
     assert data._percent(0.09977, 0.10) == "9.98%" and data._percent(0.06, 0.10) == "6.0%"
     assert data._percent(0.1004, 0.10) == "10.0%"
+
+
+def test_single_row_classes_of_an_automatic_target_point_at_target_and_stay_short(tmp_path: Path):
+    frame = _base(60).rename(columns={"label": "outcome"})
+    frame["release"] = [f"v{i}" if i < 25 else "old" for i in range(60)]  # the last column: 25 one-row classes
+    with pytest.raises(DataError) as info:
+        _prepare(tmp_path, frame)
+    message = str(info.value)
+    assert "class(es) ['v0', 'v1', 'v2', 'v3', 'v4', 'v5', 'v6', 'v7', 'v8', 'v9', ... (25 in all)]" in message
+    assert message.endswith("(the target was picked automatically, the last column: choose yours with --target)")
+    with pytest.raises(DataError) as info:
+        data.prepare_dataset(tmp_path / "table.csv", tmp_path / "out", target="release")
+    assert "picked automatically" not in str(info.value)
