@@ -341,7 +341,7 @@ def test_single_row_classes_of_an_automatic_target_point_at_target_and_stay_shor
     with pytest.raises(DataError) as info:
         _prepare(tmp_path, frame)
     message = str(info.value)
-    assert "class(es) ['v0', 'v1', 'v2', 'v3', 'v4', 'v5', 'v6', 'v7', 'v8', 'v9', ... (25 in all)]" in message
+    assert "class(es) ['v0', 'v1', 'v10', 'v11', 'v12', 'v13', 'v14', 'v15', 'v16', 'v17', ... (25 in all)]" in message
     assert message.endswith("(the target was picked automatically, the last column: choose yours with --target)")
     with pytest.raises(DataError) as info:
         data.prepare_dataset(tmp_path / "table.csv", tmp_path / "out", target="release")
