@@ -3,8 +3,10 @@
     python solutions/prepare_dataset.py --data-path data/train.csv --output-dir processed_data
 
 The steps are small functions that return values (`read_csv`, `infer_columns`, `choose_target`,
-`infer_task`, `split_indices`, `Preprocessor.fit/transform`); `prepare_dataset` orchestrates them and is
-the only one that writes. Bad input raises `DataError` naming the file, column or row and the fix.
+`infer_task`, `split_indices`, `Preprocessor.fit/transform`, `column_report`, `check_warnings`);
+`prepare_dataset` orchestrates them and is the only one that writes. Every column's role and the reason for it
+(the column report) and warnings with numbers (leaks, rare classes, a doubtful target) go into schema.json;
+the rules are listed in data/README.md. Bad input raises `DataError` naming the file, column or row and the fix.
 """
 from __future__ import annotations
 
