@@ -69,7 +69,8 @@ def test_real_server_run_params_metrics_artifacts_and_resume_reattaches(mlflow_s
     from mlflow import MlflowClient
 
     args = ["--data-dir", penguins_dir, "--save-dir", tmp_path / "s", "--tracking-uri", mlflow_server,
-            "--experiment-name", "tests", "--run-name", "server-run", "--log-every", "2"]
+            "--experiment-name", "tests", "--run-name", "server-run", "--log-every", "2",
+            "--register-model", "penguin-classifier"]
     first = run_script("train_pipeline.py", *args, "--epochs", "2")
     assert first.returncode == 0, first.stderr[-3000:]
     second = run_script("train_pipeline.py", *args, "--epochs", "3")
@@ -101,6 +102,8 @@ def test_real_server_run_params_metrics_artifacts_and_resume_reattaches(mlflow_s
     assert models, "the model was not logged"
     signature = mlflow.models.get_model_info(models[-1].model_uri).signature
     assert list(signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 11]  # (batch, processed features)
+    versions = client.search_model_versions("name='penguin-classifier'")
+    assert versions and {v.run_id for v in versions} == {run_id}  # registered, from this run
 
 
 def test_buffered_metrics_are_replayed_after_an_outage(mlflow_server: str, monkeypatch):
