@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import math
 import os
@@ -133,10 +134,12 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
         # 5. fit
         with runtime.Interrupt() as interrupt:
             try:
+                X_val, y_val = dataset.arrays["val"]
+                validate = functools.partial(scoring.evaluate, X=X_val, y=y_val, task=dataset.task,
+                                             loss_fn=parts.loss_fn, device=device, amp=amp, target_scale=target_scale)
                 status, message = fit(
-                    parts, train_batches, state, epochs=config.epochs, seed=config.seed,
-                    validation=dataset.arrays["val"], task=dataset.task, device=device, target_scale=target_scale,
-                    monitor_metric=monitor_metric, patience=config.early_stopping_patience,
+                    parts, train_batches, state, epochs=config.epochs, seed=config.seed, validate=validate,
+                    task=dataset.task, target_scale=target_scale, monitor_metric=monitor_metric, patience=config.early_stopping_patience,
                     checkpoints=checkpoints, checkpoint_every=config.checkpoint_every, tracker=tracker,
                     record=record, interrupt=interrupt, log_every=config.log_every,
                     progress=runtime.progress_enabled(config.progress), log=log)
@@ -162,12 +165,13 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
 
 # ------------------------------------------------------------------------------------------- the loop
 def fit(parts: optim.StepParts, train_batches: batches.Batches, state: TrainingState, *, epochs: int, seed: int,
-        validation: tuple[np.ndarray, np.ndarray], task: str, device: torch.device,
-        target_scale: tuple[float, float], monitor_metric: str, patience: int,
+        validate: Callable[[nn.Module], dict[str, Any]], task: str, target_scale: tuple[float, float],
+        monitor_metric: str, patience: int,
         checkpoints: checkpoint.Checkpointer, checkpoint_every: int, tracker: tracking.Tracker, record: RunRecord,
         interrupt: runtime.Interrupt, log_every: int, progress: bool, log: Log) -> tuple[str, str]:
-    """The epoch loop. Returns (status, message): completed, early_stopped, interrupted or failed."""
-    X_val, y_val = validation
+    """The epoch loop. Returns (status, message): completed, early_stopped, interrupted or failed.
+
+    `validate(net)` scores the validation split ({} when there is none)."""
     for epoch in range(state.epoch, epochs):
         totals = train_one_epoch(parts, train_batches, state, permutation=batches.epoch_permutation(
                                      seed, epoch, train_batches.n), epoch=epoch, epochs=epochs,
@@ -183,9 +187,8 @@ def fit(parts: optim.StepParts, train_batches: batches.Batches, state: TrainingS
                                      "train_loss": totals.loss_sum / max(1, totals.samples)}
             if not math.isfinite(entry["train_loss"]):
                 return "failed", non_finite_message(entry["train_loss"], epoch, state.global_step)
-            if X_val.shape[0]:
-                val = scoring.evaluate(parts.net, X_val, y_val, task=task, loss_fn=parts.loss_fn, device=device,
-                                       amp=parts.amp, target_scale=target_scale)
+            val = validate(parts.net)
+            if val:
                 if not math.isfinite(val["loss"]):
                     return "failed", non_finite_message(val["loss"], epoch, state.global_step)
                 entry.update({f"val_{k}": v for k, v in val.items()})
