@@ -412,8 +412,10 @@ class MlflowSink:
         if self._model is not None:
             try:
                 self._log_model(client, self._model)
-            except Exception as exc:
-                self._warn("logging the model", exc)
+            except Exception as exc:  # the server answered: say what went wrong, not "unavailable"
+                first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+                warnings.warn(f"MLflow: the model was not logged as an MLflow model ({first}); its weights are in "
+                              "the run's artefacts (model_weights/)", stacklevel=2)
         try:
             client.set_terminated(self.run_id, status=status)
         except Exception as exc:

@@ -265,3 +265,21 @@ def test_model_output_check_leaves_the_random_stream_alone():
     assert torch.equal(torch.rand(3), expected) and net.training  # and the module is back in train mode
     with pytest.raises(ConfigError, match="not a torch.nn.Module"):
         model.make(lambda n_features, n_outputs: "a string", 4, 2, {}, reference="f")
+
+
+def test_readme_api_example_runs_as_written(penguins_dir: Path, tmp_path: Path, monkeypatch, capsys):
+    """The README's Python API example, verbatim, in a folder where processed_data/ is the bundled table."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Your own model and your own sinks"):]
+    code = section[section.index("```python") + len("```python"):section.index("```", section.index("```python") + 9)]
+    (tmp_path / "processed_data").symlink_to(penguins_dir)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    namespace: dict = {"__name__": "readme_example"}
+    with pytest.warns(UserWarning, match="the model was not logged as an MLflow model .*cannot import readme_example"):
+        exec(compile(code, "README.md", "exec"), namespace)  # (an exec'd module cannot be imported again)
+    result = namespace["result"]
+    assert result.status in ("completed", "early_stopped") and result.exit_code == 0
+    assert result.metrics["config"]["model"] == "readme_example:build"
+    printed = [line for line in capsys.readouterr().out.splitlines() if line[:1].isdigit()]
+    assert len(printed) == len(result.metrics["epochs"])  # the sink saw each epoch
