@@ -14,7 +14,11 @@ HOST ?= 127.0.0.1
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 export PATH := $(abspath $(BIN)):$(PATH)
-export MPLBACKEND := Agg
+# No MPLBACKEND here: kernels started under make (demo, lab, check) inherit this environment, and a
+# non-interactive backend such as Agg would make every plt.show() in a notebook draw nothing.
+# JupyterLab serves the repository root (lessons, exercises and solutions all open) and opens on the lessons;
+# LAB_ARGS adds flags, e.g. make lab LAB_ARGS=--port=8899
+LAB_ARGS ?=
 
 .PHONY: setup demo test lab mlflow-ui tensorboard check exercises sweep benchmarks clean
 
@@ -34,7 +38,8 @@ test: setup
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 lab: setup
-	$(BIN)/jupyter lab --ip=$(HOST) --no-browser $(if $(filter 0,$(shell id -u)),--allow-root) notebooks
+	$(BIN)/jupyter lab --ip=$(HOST) --no-browser $(if $(filter 0,$(shell id -u)),--allow-root) \
+	  --ServerApp.root_dir=$(CURDIR) --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
 
 mlflow-ui: setup
 	$(BIN)/mlflow ui --host $(HOST) --port 5000 --backend-store-uri sqlite:///mlflow.db

@@ -6,11 +6,14 @@
     python -m pipeline.course check 01                                               # `make check EX=01`
 
 Notebooks never trust the working directory (papermill uses the shell's, JupyterLab the notebook's folder):
-their path parameters default to "" and `resolve()` anchors them at the repository root.
+their path parameters default to "" and `resolve()` anchors them at the repository root. Every execution of a
+lesson trains into a folder of its own (`new_run_dir`), named after its settings, so a lesson runs again in the
+same place, with the same or other parameters, without touching an earlier run.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import os
 import re
@@ -19,7 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from pipeline.errors import ConfigError, PipelineError
 
@@ -49,6 +52,46 @@ def tracking_uri(value: str | None = None) -> str:
     return value or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
 
 
+def run_label(**settings: Any) -> str:
+    """A folder name from the settings that define a run: `run_label(lr=0.001, bs=32, h="256,128")` ->
+    'lr0.001-bs32-h256x128' (short keys are the caller's choice; commas and slashes become 'x' and '_')."""
+    def text(value: Any) -> str:
+        value = f"{value:g}" if isinstance(value, float) else str(value)
+        return re.sub(r"[^A-Za-z0-9.+-]", "_", value.replace(",", "x").replace(" ", ""))
+
+    return "-".join(f"{key}{text(value)}" for key, value in settings.items()) or "run"
+
+
+def new_run_dir(base: Path | str, label: str = "run") -> Path:
+    """Create and return `base/label-NNN`, numbered one past every earlier execution's folder.
+
+    Each execution of a lesson gets a fresh folder: an earlier run is never resumed by surprise, refused for
+    other settings, or deleted, and its logs never mix with the new run's (mkdir is atomic, so two kernels
+    started at once still get different folders)."""
+    base = Path(base)
+    base.mkdir(parents=True, exist_ok=True)
+    pattern = re.compile(re.escape(label) + r"-(\d+)$")
+    taken = [int(m.group(1)) for p in base.iterdir() if (m := pattern.match(p.name))]
+    number = max(taken, default=0) + 1
+    while True:
+        folder = base / f"{label}-{number:03d}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            number += 1
+
+
+def latest_run(base: Path | str) -> Path:
+    """The run folder under `base` (or `base` itself) whose metrics.json was written last."""
+    base = Path(base)
+    found = [p.parent for p in [base / "metrics.json", *base.glob("*/metrics.json")] if p.is_file()]
+    if not found:
+        raise ConfigError(f"{base}: no training run here (no metrics.json in it or its subfolders); run "
+                          "notebook 02 first, or pass the path of a metrics.json")
+    return max(found, key=lambda folder: (folder / "metrics.json").stat().st_mtime_ns)
+
+
 def launch_training(data_dir: Path, save_dir: Path, **flags: Any) -> subprocess.Popen:
     """Start solutions/train_pipeline.py in the background (as a learner would in another terminal)."""
     command = [sys.executable, str(repo_root() / "solutions" / "train_pipeline.py"), "--data-dir", str(data_dir),
@@ -63,7 +106,8 @@ def launch_training(data_dir: Path, save_dir: Path, **flags: Any) -> subprocess.
             command += [flag, str(value)]
     if not Path(save_dir).parent.exists():
         return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    with open(Path(save_dir).with_suffix(".out"), "w") as log:  # the child keeps its own copy of the descriptor
+    log_path = Path(save_dir).parent / f"{Path(save_dir).name}.out"  # not with_suffix: "lr0.001-..." has a dot
+    with open(log_path, "w") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -96,6 +140,23 @@ def load_params(path: Path) -> dict[str, Any]:
     return values
 
 
+@contextlib.contextmanager
+def kernel_environment() -> Iterator[None]:
+    """While a kernel starts (it copies os.environ), drop an MPLBACKEND other than the inline one.
+
+    MPLBACKEND=Agg, exported by a shell or a Makefile, reaches every kernel started from it, and there it makes
+    `plt.show()` draw nothing: the executed notebook would hold no figure."""
+    backend = os.environ.get("MPLBACKEND")
+    if backend is None or "inline" in backend:
+        yield
+        return
+    del os.environ["MPLBACKEND"]
+    try:
+        yield
+    finally:
+        os.environ["MPLBACKEND"] = backend
+
+
 def execute(notebook: str, output: Path, parameters: dict[str, Any], *, log: Any = print) -> float:
     """Run one course notebook with papermill; returns the seconds it took."""
     import papermill
@@ -111,9 +172,10 @@ def execute(notebook: str, output: Path, parameters: dict[str, Any], *, log: Any
     log(f"  running notebooks/{notebook}.ipynb -> {output}")
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
-        papermill.execute_notebook(str(repo_root() / "notebooks" / f"{notebook}.ipynb"), str(output),
-                                   parameters=parameters, kernel_name="python3", progress_bar=False,
-                                   extra_arguments=["--IPKernelApp.log_level=ERROR"], cwd=str(output.parent))
+        with kernel_environment():
+            papermill.execute_notebook(str(repo_root() / "notebooks" / f"{notebook}.ipynb"), str(output),
+                                       parameters=parameters, kernel_name="python3", progress_bar=False,
+                                       extra_arguments=["--IPKernelApp.log_level=ERROR"], cwd=str(output.parent))
     except papermill.PapermillExecutionError as exc:
         raise PipelineError(f"notebooks/{notebook}.ipynb failed in cell {exc.exec_count} ({exc.ename}: "
                             f"{exc.evalue}); the executed notebook with the error is {output}") from None
@@ -125,17 +187,17 @@ def demo(params_path: Path, run_dir: Path, *, log: Any = print) -> dict[str, Pat
     params = load_params(params_path)
     run_dir = resolve(str(run_dir), "runs/demo")
     common = dict(params.get("common") or {})
-    paths = {"processed data": run_dir / "processed_data", "training run (checkpoints, logs)": run_dir / "checkpoints",
-             "metrics": run_dir / "checkpoints" / "metrics.json",
+    runs = run_dir / "checkpoints"  # notebook 02 trains into a new subfolder of it each time it runs
+    paths = {"processed data": run_dir / "processed_data", "training run (checkpoints, logs)": runs,
+             "metrics": runs / "metrics.json",
              "report": resolve(common.pop("report", ""), "reports/training_report.html"),
              "executed notebooks": run_dir / "notebooks"}
-    shared = {"data_dir": str(paths["processed data"]), "save_dir": str(paths["training run (checkpoints, logs)"]),
-              "work_dir": str(run_dir), **common}
+    data_dir = str(paths["processed data"])
     per_notebook = {
-        "01_data_preparation": {"output_dir": shared["data_dir"]},
-        "02_training_pipeline": {"data_dir": shared["data_dir"], "save_dir": shared["save_dir"], "work_dir": str(run_dir)},
-        "03_monitoring": {"data_dir": shared["data_dir"], "work_dir": str(run_dir / "monitoring")},
-        "04_reporting": {"metrics_path": str(paths["metrics"]), "output_html": str(paths["report"])},
+        "01_data_preparation": {"output_dir": data_dir},
+        "02_training_pipeline": {"data_dir": data_dir, "save_dir": str(runs), "work_dir": str(run_dir)},
+        "03_monitoring": {"data_dir": data_dir, "work_dir": str(run_dir / "monitoring")},
+        "04_reporting": {"output_html": str(paths["report"])},  # metrics_path: once 02 has trained
     }
     total = 0.0
     log(f"course demo: {params_path} -> {run_dir}")
@@ -143,13 +205,17 @@ def demo(params_path: Path, run_dir: Path, *, log: Any = print) -> dict[str, Pat
         parameters = {**{k: v for k, v in common.items() if k in _parameter_names(notebook)},
                       **per_notebook[notebook], **(params.get(notebook) or {})}
         total += execute(notebook, paths["executed notebooks"] / f"{notebook}.ipynb", parameters, log=log)
+        if notebook == "02_training_pipeline":  # the new subfolder it trained into is the run to report
+            paths["training run (checkpoints, logs)"] = latest_run(runs)
+            paths["metrics"] = paths["training run (checkpoints, logs)"] / "metrics.json"
+            per_notebook["04_reporting"]["metrics_path"] = str(paths["metrics"])
     log(f"done in {total:.0f}s. Artefacts:")
     for name, path in paths.items():
         log(f"  {name:34s} {path}")
     root = repo_root()
     log("Next:")
     log(f"  open the report       xdg-open {paths['report']}   (or any browser; it needs no network)")
-    log("  JupyterLab            make lab          -> http://127.0.0.1:8888/lab (token printed by Jupyter)")
+    log("  JupyterLab            make lab          -> http://127.0.0.1:8888/lab/tree/notebooks (token printed by Jupyter)")
     log(f"  MLflow UI             make mlflow-ui    -> http://127.0.0.1:5000   (store: {root / 'mlflow.db'})")
     log(f"  TensorBoard           make tensorboard  -> http://127.0.0.1:6006   (logs under {root / 'runs'})")
     log(f"  live monitor          python solutions/monitor_training.py --log-dir {paths['training run (checkpoints, logs)'] / 'logs'} --once")
@@ -182,7 +248,7 @@ def sweep(params_path: Path, learning_rates: list[float], run_dir: Path, *, log:
         execute("02_training_pipeline", run_dir / "notebooks" / f"02_training_pipeline_{name}.ipynb",
                 {**(params.get("02_training_pipeline") or {}), "data_dir": str(data_dir), "save_dir": str(save_dir),
                  "learning_rate": lr, "run_name": f"sweep-{name}", "demo_kill_resume": False}, log=log)
-        metrics.append(save_dir / "metrics.json")
+        metrics.append(latest_run(save_dir) / "metrics.json")
     output = run_dir / "sweep_report.html"
     report.generate(metrics[0], output, compare=metrics[1:], title="Learning-rate sweep")
     log(f"sweep done: {len(metrics)} runs; comparison report {output}")
@@ -257,7 +323,8 @@ def run_nbval(notebook: Path, *, timeout: int = 600) -> list[dict[str, Any]]:
         junit = Path(tmp) / "junit.xml"
         subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", str(notebook), "-p", "no:cacheprovider", "-q",
                         f"--junitxml={junit}", "--timeout", str(timeout), "--rootdir", str(notebook.parent)],
-                       capture_output=True, text=True, timeout=timeout + 60, cwd=notebook.parent)
+                       capture_output=True, text=True, timeout=timeout + 60, cwd=notebook.parent,
+                       env={k: v for k, v in os.environ.items() if k != "MPLBACKEND"})  # see kernel_environment
         cases = list(ET.parse(junit).iter("testcase")) if junit.exists() else []
     results = []
     for case in cases:

@@ -9,6 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,7 +21,11 @@ SOLUTIONS = ROOT / "solutions"
 # Nothing a test runs may write mlflow.db into the checkout, or wait minutes on a dead server.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-os.environ["MPLBACKEND"] = "Agg"
+# Figures: the tests' own python draws off-screen (matplotlib falls back to Agg without a display), but nothing
+# may reach the kernels papermill, nbval or JupyterLab start from here: they inherit os.environ, and an
+# MPLBACKEND=Agg there makes every plt.show() in a lesson draw nothing (which no test would then notice).
+os.environ.pop("MPLBACKEND", None)
+matplotlib.use("Agg")  # this process only: a call, not an environment variable, so no child inherits it
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -95,6 +100,22 @@ def regression_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = base / "prepared"
     data.prepare_dataset(make_regression_csv(base / "reg.csv"), out, seed=3)
     return out
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """`make demo` (lessons 01 -> 04) on smoke parameters, from another working directory, and from a shell
+    that exports MPLBACKEND=Agg, as the Makefile once did: the lessons must carry their figures all the same."""
+    from pipeline import course
+
+    base = tmp_path_factory.mktemp("demo")
+    params = base / "smoke.yaml"
+    params.write_text(f"common:\n  report: {base / 'report.html'}\n02_training_pipeline:\n  epochs: 4\n"
+                      "03_monitoring:\n  epochs: 3\n")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MPLBACKEND", "Agg")
+        env.chdir(base)
+        return course.demo(params, base / "run", log=lambda m: None)
 
 
 def free_port() -> int:
