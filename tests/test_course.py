@@ -1,5 +1,5 @@
 """The course: nbval in both directions, the exercise generator, notebook hygiene, the papermill chain, a
-sweep, and JupyterLab serving the notebooks."""
+sweep, the Makefile's environment, and `make lab` serving lessons, exercises and solutions."""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -97,15 +98,6 @@ def test_make_check_reports_each_check(tmp_path: Path):
     assert bad.returncode == 2 and "no exercises/09_*.ipynb" in bad.stderr
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("demo")
-    params = base / "smoke.yaml"
-    params.write_text(f"common:\n  report: {base / 'report.html'}\n02_training_pipeline:\n  epochs: 4\n"
-                      "03_monitoring:\n  epochs: 3\n")
-    return course.demo(params, base / "run", log=lambda m: None)
-
-
 def test_papermill_chain_01_to_04(demo_run: dict[str, Path]):
     """What `make demo` runs, from another working directory, on smoke parameters."""
     for name in course.NOTEBOOKS:
@@ -120,7 +112,7 @@ def test_papermill_chain_01_to_04(demo_run: dict[str, Path]):
     assert "Learning curves" in html and "<script" not in html
     nb02 = nbformat.read(str(demo_run["executed notebooks"] / "02_training_pipeline.ipynb"), as_version=4)
     text = "".join(o.get("text", "") for c in nb02.cells for o in c.get("outputs", []))
-    assert "killed; last.pt holds epoch" in text and "status: completed | resumed: [{" in text
+    assert "run-001: killed after" in text and "status: completed | epochs: 8 | resumed: [{" in text
     assert "epoch 4/4" in text and "it/s" not in text  # one line per epoch, no progress bar under papermill
     nb03 = nbformat.read(str(demo_run["executed notebooks"] / "03_monitoring.ipynb"), as_version=4)
     assert "[warning] overfitting" in "".join(o.get("text", "") for c in nb03.cells for o in c.get("outputs", []))
@@ -135,20 +127,35 @@ def test_sweep_runs_notebook_02_per_learning_rate(tmp_path: Path):
     assert "<th>learning_rate</th>" in html
 
 
-def test_jupyterlab_serves_the_course(tmp_path: Path):
+def test_makefile_exports_no_mplbackend():
+    """Kernels started under make (demo, lab, check) inherit make's environment: Agg there draws no figure."""
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    shown = subprocess.run(["make", "--no-print-directory", "-s", "--eval", "show-mplbackend: ; @echo \"[$$MPLBACKEND]\"",
+                            "show-mplbackend"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == "[]", f"the Makefile exports MPLBACKEND: {shown.stdout.strip()}"
+
+
+def test_make_lab_serves_lessons_exercises_and_solutions(tmp_path: Path):
+    """`make lab` itself (set-up skipped): the repository root is served, and it opens on the lessons."""
     port, token = free_port(), "course-smoke-token"
-    command = [str(Path(sys.executable).with_name("jupyter")), "lab", "--no-browser", "--ip", "127.0.0.1",
-               "--port", str(port), f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ROOT}"]
-    if os.geteuid() == 0:
-        command.append("--allow-root")
+    venv = Path(sys.executable).parent.parent
+    command = ["make", "--no-print-directory", "-o", "setup", "-o", f"{venv}/.installed", "lab", f"VENV={venv}",
+               f"LAB_ARGS=--port={port} --ServerApp.port_retries=0 --IdentityProvider.token={token}"]
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"))
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "lab.log", "w"),
-                               env=env, start_new_session=True)
+    log = open(tmp_path / "lab.log", "w")
+    process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+                               start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def get(path: str):
+        return json.load(urllib.request.urlopen(f"{base}{path}?token={token}", timeout=10))
+
     try:
         deadline, status = time.monotonic() + 90, None
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}", timeout=5) as response:
+                with urllib.request.urlopen(f"{base}/lab?token={token}", timeout=5) as response:
                     status = response.status
                     page = response.read().decode()
                 break
@@ -156,23 +163,35 @@ def test_jupyterlab_serves_the_course(tmp_path: Path):
                 time.sleep(0.5)
         assert status == 200, (tmp_path / "lab.log").read_text()[-2000:]
         assert "JupyterLab" in page
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents/notebooks?token={token}", timeout=10) as r:
-            names = {item["name"] for item in json.load(r)["content"]}
-        assert "01_data_preparation.ipynb" in names
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/kernelspecs?token={token}", timeout=10) as r:
-            assert "python3" in json.load(r)["kernelspecs"]
+        assert {"notebooks", "exercises", "solutions"} <= {item["name"] for item in get("/api/contents")["content"]}
+        for folder in ("notebooks", "exercises", "solutions"):
+            names = {item["name"] for item in get(f"/api/contents/{folder}")["content"]}
+            assert "02_training_pipeline.ipynb" in names, (folder, names)
+        opened = get("/api/contents/exercises/02_training_pipeline.ipynb")  # a learner's notebook opens
+        assert opened["type"] == "notebook" and opened["content"]["cells"]
+        opened = get("/api/contents/solutions/02_training_pipeline.ipynb")
+        assert opened["type"] == "notebook" and opened["content"]["cells"]
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args, **kwargs):
+                return None
+
+        with pytest.raises(urllib.error.HTTPError) as redirect:  # the landing page: the lessons' folder
+            urllib.request.build_opener(NoRedirect).open(f"{base}/?token={token}", timeout=10)
+        assert redirect.value.code in (301, 302) and redirect.value.headers["Location"].startswith("/lab/tree/notebooks")
+        assert "python3" in get("/api/kernelspecs")["kernelspecs"]
     finally:
         os.killpg(process.pid, 15)
         process.wait(timeout=30)
+        log.close()
 
 
 def test_performance_notebook_runs_under_papermill(tmp_path: Path):
-    import papermill
-
     out = tmp_path / "05.ipynb"
-    papermill.execute_notebook(str(ROOT / "notebooks" / "05_performance.ipynb"), str(out),
-                               parameters={"rows": 20_000, "repeats": 1}, kernel_name="python3", progress_bar=False,
-                               cwd=str(tmp_path))
+    course.execute("05_performance", out, {"rows": 20_000, "repeats": 1}, log=lambda m: None)
     text = "".join(o.get("text", "") for c in nbformat.read(str(out), as_version=4).cells for o in c.get("outputs", []))
     assert "to_numpy() C-contiguous? False" in text and "indexed tensors" in text and "every 50 steps" in text
     assert "transposing 20,000 rows" in text
+    sync = next(line for line in text.splitlines() if line.startswith("-> ") and ("sync" in line or ".item()" in line))
+    if "cpu, " in text:  # on a CPU a .item() waits for nothing: no speed-up may be claimed, and the lesson says why
+        assert "not a speed-up" in sync and "faster" not in sync, sync
