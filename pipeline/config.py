@@ -70,6 +70,7 @@ class TrainConfig:
     register_model: str | None = None  # register the best model in MLflow's model registry under this name
     mlflow: bool = True
     tensorboard: bool = True
+    baselines: bool = True            # boosted trees and a linear model scored on the same test split
     num_workers: int = 0              # DataLoader workers (loader=dataloader)
     loader: str = "memory"            # memory (indexed tensors) | dataloader (memory-mapped, for big data)
     compile: bool = False             # torch.compile the model
@@ -86,7 +87,7 @@ class TrainConfig:
 
 # Settings that do not change what is computed: they may differ when a run is resumed.
 RESUMABLE_KEYS = {"epochs", "data_dir", "save_dir", "resume", "tracking_uri", "experiment_name", "run_name",
-                  "register_model", "mlflow", "tensorboard", "num_workers", "loader", "log_every",
+                  "register_model", "mlflow", "tensorboard", "baselines", "num_workers", "loader", "log_every",
                   "system_interval", "progress", "checkpoint_every", "keep_checkpoints"}
 
 

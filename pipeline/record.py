@@ -5,7 +5,7 @@
     metrics = read_record(save_dir)                  # what a finished (or running) run wrote, or None
 
 Strict JSON (no NaN/Infinity). The format is the contract in ../shared/DESIGN.md: run, config, data,
-progress, epochs, best, test, system. Built from the training state each time, so it always says what the
+progress, epochs, best, test, baselines, system. Built from the training state each time, so it always says what the
 last checkpoint says.
 """
 from __future__ import annotations
@@ -32,6 +32,7 @@ class RunRecord:
         self.device, self.amp, self.monitor_metric = device, amp, monitor_metric
         self.tracking_info, self.system_summary = tracking_info, system_summary
         self.test: dict[str, Any] | None = None
+        self.baselines: dict[str, Any] | None = None
         self.ended_at: str | None = None
         self.message = ""
         self.versions = runtime.versions()
@@ -62,6 +63,7 @@ class RunRecord:
             "epochs": s.history,
             "best": best,
             "test": self.test,
+            "baselines": self.baselines,
             "system": system,
         }
 

@@ -133,9 +133,55 @@ def _duration(start: str | None, end: str | None) -> str:
 
 
 def headline_metric(run: RunData) -> tuple[str, float | None]:
+    """Balanced accuracy (a majority-class model scores 1/classes, not the majority's share) or R²."""
     test = run.metrics.get("test") or {}
-    key = "accuracy" if run.task == "classification" else "rmse"
+    key = "balanced_accuracy" if run.task == "classification" else "r2"
     return key, test.get(key)
+
+
+BASELINE_NAMES = {"hist_gradient_boosting": "boosted trees (HistGradientBoosting)",
+                  "linear": "linear model (logistic / ridge regression)"}
+
+
+def section_worth_it(run: RunData) -> str:
+    """Is the network worth it? Its test scores beside boosted trees' and a linear model's, on the same rows."""
+    test, found = run.metrics.get("test"), run.metrics.get("baselines")
+    if not test or not found:
+        return note("No baselines in this run (turned off with --no-baselines, or the run did not finish): "
+                    "nothing to compare the network with.")
+    key = headline_metric(run)[0]
+    columns = (["balanced_accuracy", "accuracy", "f1_macro", "roc_auc"] if run.task == "classification"
+               else ["r2", "rmse", "mae"])
+    rows = [("network (this run)", *[test.get(c) for c in columns], None)]
+    for name, label in BASELINE_NAMES.items():
+        scores = found.get(name) or {}
+        rows.append((label, *[scores.get(c) for c in columns], scores.get("fit_seconds")))
+    ours, trees = test.get(key), (found.get("hist_gradient_boosting") or {}).get(key)
+    if isinstance(ours, (int, float)) and isinstance(trees, (int, float)):
+        gap = ours - trees
+        if gap >= 0.005:
+            verdict = f"The network beats boosted trees on test {key} by {gap:.3f}."
+        elif gap > -0.005:
+            verdict = f"The network holds its own: within half a point of boosted trees on test {key} ({gap:+.3f})."
+        else:
+            verdict = (f"Boosted trees are better by {-gap:.3f} test {key}: for this table they are the simpler "
+                       "choice, unless the network is needed for something trees cannot do.")
+    else:
+        verdict = "No headline score to compare."
+    sample = ""
+    if found.get("train_rows", 0) < found.get("of_train_rows", 0):
+        sample = note(f"The baselines were fitted on a random {found['train_rows']:,} of the "
+                      f"{found['of_train_rows']:,} training rows, to keep them to seconds.")
+    plt = _plt()
+    labels = [r[0].split(" (")[0] for r in rows]
+    values = [r[1] if isinstance(r[1], (int, float)) else 0.0 for r in rows]
+    figure, ax = plt.subplots(figsize=(7.5, 1.9))
+    ax.barh(labels[::-1], values[::-1], color=["#7f7f7f", "#2ca02c", "#1f77b4"])
+    for y, v in enumerate(values[::-1]):
+        ax.text(v, y, f" {v:.3f}", va="center")
+    ax.set(xlabel=f"test {key}", xlim=(min(0.0, min(values)), max(1.0, max(values)) * 1.12))
+    return (f"<p><strong>{esc(verdict)}</strong></p>" + figure_html(figure, f"test {key} of each model")
+            + table(rows, ("model", *columns, "fit seconds"), cls="grid") + sample)
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -414,7 +460,7 @@ def section_comparison(runs: list[RunData]) -> str:
     return figure_html(figure, "runs compared") + table(rows, header, cls="grid")
 
 
-SECTIONS = [("Run summary", section_summary), ("Hyperparameters", section_hyperparameters), ("Data", section_data),
+SECTIONS = [("Is the network worth it?", section_worth_it), ("Run summary", section_summary), ("Hyperparameters", section_hyperparameters), ("Data", section_data),
             ("Learning curves", section_learning_curves), ("Learning-rate schedule", section_learning_rate),
             ("Overfitting analysis", section_overfitting), ("Test evaluation", section_test),
             ("Throughput and epoch times", section_throughput), ("System resources", section_system),

@@ -14,7 +14,8 @@ What a sink receives, in order:
   (cpu_percent, ram_percent, rss_mb, ... and `gpus`: a list of per-GPU dicts; `flatten_sample` flattens it).
 - at the end of a finished run: `log_dict(test_scores, step, "test")` (the best weights on the test split),
   `log_event({"type": "model", "path": model.safetensors, "artifacts": [[path, folder], ...], ...})`;
-  then `log_event({"type": "artifact", "path": metrics.json})`, `log_event({"type": "status", ...})`, `close`.
+  `log_event({"type": "baselines", "scores": {...}})` unless --no-baselines; then
+  `log_event({"type": "artifact", "path": metrics.json})`, `log_event({"type": "status", ...})`, `close`.
 Every value is plain JSON. A sink may also offer `info() -> dict` (MLflow's run id, for instance); the run
 record shows what sinks say there.
 
@@ -288,6 +289,10 @@ class MlflowSink:
             self._queue.put(("artifact", (str(record["path"]), record.get("folder"))))
         elif kind == "model":
             self._queue.put(("model", record))
+        elif kind == "baselines":  # baseline_<model>_<metric>, beside test_<metric>
+            named = {f"baseline_{model}_{k}": v for model, scores in (record.get("scores") or {}).items()
+                     if isinstance(scores, dict) for k, v in numbers(scores).items()}
+            self._queue.put(("metrics", (named, 0, int(time.time() * 1000))))
 
     def info(self) -> dict[str, Any]:
         if self.run_id is None:
@@ -441,7 +446,7 @@ class MlflowSink:
         client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
                                                               [InputTag("mlflow.data.context", "training")])])
         net, _, _ = predict.load_model(event["path"])
-        sample = np.ascontiguousarray(X_train[:5])
+        sample = np.array(X_train[:5])  # a writable copy: the split is memory-mapped read-only
         with torch.no_grad():
             signature = infer_signature(sample, net(torch.from_numpy(sample)).numpy())
         mlflow.set_tracking_uri(self.tracking_uri)

@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline import (batches, checkpoint, config as config_lib, data, evaluate as scoring, fileio, metrics,
-                      model as model_lib, optim, runtime, status as status_lib, tracking)
+from pipeline import (baselines, batches, checkpoint, config as config_lib, data, evaluate as scoring, fileio,
+                      metrics, model as model_lib, optim, runtime, status as status_lib, tracking)
 from pipeline.checkpoint import TrainingState
 from pipeline.errors import ConfigError
 from pipeline.record import RunRecord, read_record
@@ -155,6 +155,9 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
             record.test = finish_training(parts, checkpoints, dataset, device=device, target_scale=target_scale,
                                           spec=spec, save_dir=save_dir, settings=settings,
                                           register_as=config.register_model, tracker=tracker, state=state)
+            if config.baselines and record.test is not None:
+                record.baselines = fit_baselines(dataset, seed=config.seed, tracker=tracker)
+                log(baselines.comparison_line(record.test, record.baselines, dataset.task))
         tracker.log_event({"type": "artifact", "path": str(save_dir / "metrics.json")})
         end_tracking(status, message, state=state, record=record, tracker=tracker, sampler=sampler)
         if state.mlflow_run_id != mlflow_run_id(tracker) and status != "failed":
@@ -427,7 +430,7 @@ def non_finite_message(value: float, epoch: int, step: int) -> str:
 
 def epoch_line(entry: dict[str, Any], epochs: int, improved: bool) -> str:
     parts = [f"epoch {entry['epoch']}/{epochs}", f"train_loss {entry['train_loss']:.4f}"]
-    for key in ("val_loss", "val_accuracy", "val_f1_macro", "val_rmse", "val_r2"):
+    for key in ("val_loss", "val_accuracy", "val_balanced_accuracy", "val_f1_macro", "val_rmse", "val_r2"):
         if entry.get(key) is not None:
             parts.append(f"{key} {entry[key]:.4f}")
     parts.append(f"lr {entry['lr']:.2e}")
@@ -465,6 +468,16 @@ def finish_training(parts: optim.StepParts, checkpoints: checkpoint.Checkpointer
                                      [str(save_dir / "model.safetensors"), "model_weights"],
                                      [str(Path(settings["data_dir"]) / "schema.json"), "model_weights"]]})
     return test
+
+
+def fit_baselines(dataset: data.Dataset, *, seed: int, tracker: tracking.Tracker) -> dict[str, Any]:
+    """Boosted trees and a linear model on the same training split, scored on the same test split."""
+    X_train, y_train = dataset.arrays["train"]
+    X_test, y_test = dataset.arrays["test"]
+    scores = baselines.fit_baselines(X_train, y_train, X_test, y_test, task=dataset.task,
+                                     n_classes=dataset.n_outputs, seed=seed)
+    tracker.log_event({"type": "baselines", "scores": scores})
+    return scores
 
 
 def export_model(path: Path, net: nn.Module, *, spec: dict[str, Any], schema: dict[str, Any]) -> None:

@@ -37,6 +37,10 @@ HELP = {
 }
 
 
+NO_HELP = {"mlflow": "do not log to MLflow", "tensorboard": "do not write TensorBoard events",
+           "baselines": "do not fit the boosted-trees and linear baselines at the end"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """One flag per TrainConfig field; defaults stay unset here so YAML (--config) can fill them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], argument_default=argparse.SUPPRESS)
@@ -49,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         help_text = HELP.get(name, "") or (f"one of {', '.join(choices)}" if choices else "")
         if default is not dataclasses.MISSING:
             help_text += f" (default: {default})"
-        if name in ("mlflow", "tensorboard"):
-            parser.add_argument(f"--no-{name}", dest=name, action="store_false", help=f"do not log to {name}")
+        if default is True:  # switches that are on: --no-mlflow, --no-tensorboard, --no-baselines
+            parser.add_argument(f"--no-{name}", dest=name, action="store_false", help=NO_HELP[name])
         elif isinstance(default, bool):
             parser.add_argument(_flag(name), dest=name, action="store_true", help=help_text)
         elif choices and name != "device":  # --device also takes cuda:N

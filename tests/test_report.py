@@ -105,12 +105,16 @@ def test_report_for_each_status_and_task(runs: dict[str, Path], status: str, tmp
     report.generate(runs[status], out)
     text = out.read_text()
     check_standalone(out)
-    for heading in ("Run summary", "Hyperparameters", "Data", "Learning curves", "Learning-rate schedule",
+    for heading in ("Is the network worth it?", "Run summary", "Hyperparameters", "Data", "Learning curves", "Learning-rate schedule",
                     "Overfitting analysis", "Test evaluation", "Throughput and epoch times", "System resources",
                     "Resume and interruption events", "Reproducibility"):
         assert f">{heading}<" in text, heading
     if status in ("failed", "interrupted"):
         assert "No test evaluation: the run ended with status" in text
+        assert "No baselines in this run" in text
+    else:
+        assert "boosted trees (HistGradientBoosting)" in text and "linear model" in text
+        assert any(words in text for words in ("The network beats", "holds its own", "Boosted trees are better"))
     if status == "failed":
         assert "non-finite loss" in text
     if status == "interrupted":
