@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline import networks
 from pipeline.errors import ConfigError
 
 NORMS = ("none", "batch", "layer")
@@ -51,7 +52,7 @@ def build_mlp(n_features: int, n_outputs: int, hidden_sizes: tuple[int, ...] | l
 
 
 # The networks `--model NAME` knows by name.
-BUILT_IN: dict[str, ModelFn] = {"mlp": build_mlp}
+BUILT_IN: dict[str, ModelFn] = {"mlp": build_mlp, "realmlp": networks.build_realmlp, "tabm": networks.build_tabm}
 
 
 def count_parameters(model: nn.Module) -> int:
