@@ -13,13 +13,15 @@ from __future__ import annotations
 import codecs
 import csv
 import difflib
+import errno
 import hashlib
 import json
 import math
 import os
 import queue
-import shutil
 import re
+import shutil
+import secrets
 import threading
 import warnings
 from collections import deque
@@ -42,6 +44,20 @@ PRODUCER = "pipeline.prepare_dataset"
 SPLITS = ("train", "val", "test")
 MAX_CATEGORIES = 50  # default --max-levels: one-hot columns per categorical feature; rarer ones encode as all zeros
 CLASSIFICATION_MAX_INT_CLASSES = 20
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the processed arrays are float32: larger values would become inf
+
+
+def some(names: Iterable[Any], limit: int = 10, *, quote: bool = True) -> str:
+    """A few names for a message, and how many more: "'a', 'b', 'c' and 497 more". Messages that listed every
+    class or column ran to megabytes on one line for an ID-like target; each name is cut to 60 characters too."""
+    names = list(names)
+    shown = [_clip(str(n)) for n in names[:limit]]
+    text = ", ".join(repr(n) if quote else n for n in shown)
+    return text + (f" and {len(names) - limit:,} more" if len(names) > limit else "")
+
+
+def _clip(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -85,16 +101,35 @@ def worker_count() -> int:
     return max(1, min(8, available))
 
 
-def _check_head(path: Path) -> bytes:
-    """The first 4 KiB, refusing an empty or binary file before any parsing."""
+def _check_head(path: Path, encoding: str = "utf-8") -> bytes:
+    """The first 4 KiB, refusing an empty or binary file before any parsing.
+
+    UTF-16 and UTF-32 text is full of NUL bytes; with such an `encoding` they are expected, and without it a
+    byte-order mark or NULs in every other byte say which encoding to pass instead of "binary"."""
     with open(path, "rb") as handle:
         head = handle.read(4096)
     if not head:
         raise DataError(f"{path}: the file is empty; point --data-path at a CSV with a header and rows")
-    if b"\x00" in head:
+    wide = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+    if b"\x00" in head and not wide:
+        guess = _wide_encoding(head)
+        if guess:
+            raise DataError(f"{path}: the file is {guess} text, not {encoding}; pass --encoding {guess.lower()}")
         raise DataError(f"{path}: this looks like a binary file (NUL bytes), not a CSV text file; "
                         "export the data as CSV first")
     return head
+
+
+def _wide_encoding(head: bytes) -> str | None:
+    """'UTF-16' or 'UTF-32' when the bytes look like that (a byte-order mark, or ASCII text with NUL bytes between)."""
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "UTF-32"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "UTF-16"
+    even, odd = head[0::2], head[1::2]
+    if len(head) >= 8 and (even.count(0) > 0.9 * len(even) or odd.count(0) > 0.9 * len(odd)):
+        return "UTF-16"
+    return None
 
 
 def _effective_encoding(encoding: str, head: bytes) -> str:
@@ -150,8 +185,29 @@ def _guess_delimiter(header: str, delimiter: str) -> None:
                             f"{name}-separated; pass --delimiter '{shown}'")
 
 
+def check_delimiter(delimiter: Any) -> str:
+    """The field separator, refused unless it is one character the CSV parser can use."""
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\r\n\"":
+        raise DataError(f"--delimiter must be one character such as ',', ';', '|' or '\\t' (tab), not "
+                        f"{_clip(repr(delimiter))}")
+    return delimiter
+
+
 def read_csv(path: Path | str, *, encoding: str = "utf-8", delimiter: str = ",", keep_dtype: str | None = None,
              chunk_rows: int = 250_000) -> CsvFile:
+    """Read a CSV after checking encoding and delimiter; header names are stripped (details: `_read_csv`).
+
+    A file that cannot be read (permissions, a folder, an I/O error) is a `DataError` naming it."""
+    path = Path(path)
+    check_delimiter(delimiter)
+    try:
+        return _read_csv(path, encoding=encoding, delimiter=delimiter, keep_dtype=keep_dtype, chunk_rows=chunk_rows)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc}); check --data-path and the file's "
+                        "permissions") from None
+
+
+def _read_csv(path: Path, *, encoding: str, delimiter: str, keep_dtype: str | None, chunk_rows: int) -> CsvFile:
     """Read a CSV after checking encoding and delimiter; header names are stripped.
 
     Measured on 1M rows x 34 columns (2 cores, both engines on both): pandas' C engine (which parses a big file
@@ -162,14 +218,12 @@ def read_csv(path: Path | str, *, encoding: str = "utf-8", delimiter: str = ",",
     The sha256 is computed after the parse, in the background (`CsvFile.sha256` waits for it): it then overlaps
     the lighter work that follows instead of taking a core from the parser's threads.
     """
-    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a CSV file; check --data-path")
     if not path.is_file():
         raise DataError(f"{path}: no such file; check --data-path")
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise DataError(f"--encoding {encoding!r} is not an encoding Python knows; try utf-8 or latin-1") from None
-    head = _check_head(path)
+    check_encoding(encoding)
+    head = _check_head(path, encoding)
     used_encoding = _effective_encoding(encoding, head)
     header = head.decode(used_encoding, errors="replace").lstrip("\ufeff").splitlines()[0] if head.strip() else ""
     try:
@@ -183,9 +237,18 @@ def read_csv(path: Path | str, *, encoding: str = "utf-8", delimiter: str = ",",
         raise DataError(f"{path}: the file has a header but no data rows; add rows below the header")
     duplicated = frame.columns[frame.columns.duplicated()].tolist()
     if duplicated:
-        raise DataError(f"{path}: column name(s) {duplicated} appear more than once; rename them")
+        raise DataError(f"{path}: column name(s) {some(dict.fromkeys(duplicated))} appear more than once; rename them")
     return CsvFile(frame=frame, path=path, encoding=used_encoding, delimiter=delimiter,
                    digest=_in_background(_scan_file, path, encoding))
+
+
+def check_encoding(encoding: Any) -> str:
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise DataError(f"--encoding {_clip(repr(encoding))} is not an encoding Python knows; try utf-8, latin-1 "
+                        "or utf-16") from None
+    return encoding
 
 
 def _read_chunks(path: Path, encoding: str, delimiter: str, keep_dtype: str | None, chunk_rows: int) -> pd.DataFrame:
@@ -198,7 +261,8 @@ def _read_chunks(path: Path, encoding: str, delimiter: str, keep_dtype: str | No
         floats = {c: np.float32 for c in sample.columns if sample[c].dtype == np.float64 and str(c).strip() != keep_dtype}
         if len(sample) < 10_000:
             return _downcast(sample, keep_dtype)
-        return pd.read_csv(path, encoding=encoding, sep=delimiter, dtype=floats)
+        return _undo_overflow(pd.read_csv(path, encoding=encoding, sep=delimiter, dtype=floats), path, encoding,
+                              delimiter, floats)
     except pd.errors.EmptyDataError:
         raise DataError("the file has no header line; add a header row naming the columns") from None
     except (pd.errors.ParserError, ValueError, UnicodeDecodeError):
@@ -216,9 +280,24 @@ def _read_chunks(path: Path, encoding: str, delimiter: str, keep_dtype: str | No
 
 
 def _downcast(frame: pd.DataFrame, keep: str | None) -> pd.DataFrame:
+    """float64 columns become float32, except `keep` and those holding finite values float32 cannot (> 3.4e38):
+    they stay float64 so that the checks can name those values instead of calling them infinite."""
     for column in frame.columns:
         if frame[column].dtype == np.float64 and str(column).strip() != keep:
-            frame[column] = frame[column].astype(np.float32)
+            values = frame[column].to_numpy()
+            if not np.any(np.isfinite(values) & (np.abs(values) > FLOAT32_MAX)):
+                frame[column] = values.astype(np.float32)
+    return frame
+
+
+def _undo_overflow(frame: pd.DataFrame, path: Path, encoding: str, delimiter: str, floats: dict) -> pd.DataFrame:
+    """Columns parsed straight to float32 that hold an infinity: parse them again as float64 (rare; only those
+    columns), so a value like 1e39 is reported as beyond float32's range rather than as infinite."""
+    suspects = [c for c in floats if np.isinf(frame[c].to_numpy()).any()]
+    if suspects:
+        again = pd.read_csv(path, encoding=encoding, sep=delimiter, usecols=suspects, dtype=np.float64)
+        for column in suspects:
+            frame[column] = again[column]
     return frame
 
 
@@ -241,30 +320,43 @@ def _rows(mask: np.ndarray, limit: int = 3) -> str:
     return ", ".join(str(int(r)) for r in found)
 
 
-def check_numeric(frame: pd.DataFrame, column: str, *, source: Path | str) -> np.ndarray | None:
+def check_numeric(frame: pd.DataFrame, column: str, *, source: Path | str, what: str = "column"
+                  ) -> np.ndarray | None:
     """The column as a float array if it is numeric; raise if it is numeric with garbage; None if it is text."""
     series = frame[column]
     if pd.api.types.is_bool_dtype(series):
         return None
     if pd.api.types.is_numeric_dtype(series):
-        return _finite_values(series, column, source)[0]
+        return _finite_values(series, column, source, what=what)[0]
     codes, uniques = pd.factorize(series)
     _refuse_numbers_with_garbage(series, codes, uniques, column, source)
     return None
 
 
-def _finite_values(series: pd.Series, column: str, source: Path | str) -> tuple[np.ndarray, float, float]:
+def _finite_values(series: pd.Series, column: str, source: Path | str, *, what: str = "column"
+                   ) -> tuple[np.ndarray, float, float]:
     """A numeric column's values as floats (NaN = missing) and their range (NaN, NaN if all are missing),
-    refusing infinities with their rows."""
+    refusing infinities and finite values beyond float32's range (the processed data's type), with their rows.
+    `what`: "column" or "target", for the message."""
     values = _numeric_values(series)
     if not values.size:
         return values, math.nan, math.nan
     low, high = float(np.fmin.reduce(values)), float(np.fmax.reduce(values))  # NaN-skipping, no temporaries
     if math.isinf(low) or math.isinf(high):
         infinite = np.isinf(values)
-        raise DataError(f"{source}: column '{column}' has {int(infinite.sum())} infinite value(s) (rows "
+        raise DataError(f"{source}: {what} '{column}' has {int(infinite.sum())} infinite value(s) (rows "
                         f"{_rows(infinite)}); replace them with real numbers or leave the cells empty")
+    if max(-low, high) > FLOAT32_MAX:
+        _refuse_beyond_float32(values, column, source, what)
     return values, low, high
+
+
+def _refuse_beyond_float32(values: np.ndarray, column: str, source: Path | str, what: str) -> None:
+    huge = np.abs(np.nan_to_num(values)) > FLOAT32_MAX
+    example = float(values[np.flatnonzero(huge)[0]])
+    raise DataError(f"{source}: {what} '{column}' has {int(huge.sum())} value(s) beyond float32's range (+-3.4e38; "
+                    f"rows {_rows(huge)}, e.g. {example:.6g}), which training would see as infinite; rescale the "
+                    "column (other units, or its logarithm) or blank those cells")
 
 
 def _refuse_numbers_with_garbage(series: pd.Series, codes: np.ndarray, uniques: Any, column: str,
@@ -282,9 +374,14 @@ def _refuse_numbers_with_garbage(series: pd.Series, codes: np.ndarray, uniques: 
     if n_present == 0 or numeric_rows.sum() < 0.5 * n_present:
         return  # genuinely text
     garbage = present & ~numeric_rows
+    if not garbage.any():
+        return  # numbers held as text (e.g. after rows were dropped): the caller converts them
+    where = f"rows {_rows(garbage)}"
+    if int(garbage.sum()) == 1 and garbage[-1]:
+        where = f"row {len(garbage)}, the last row: a totals or footer line? delete it"
     raise DataError(
         f"{source}: column '{column}' is numeric but has {int(garbage.sum())} non-numeric value(s) "
-        f"(rows {_rows(garbage)}, e.g. {series[garbage].iloc[0]!r}); fix or blank those cells")
+        f"({where}, e.g. {_clip(repr(series[garbage].iloc[0]), 40)}); fix or blank those cells")
 
 
 # How prepare judges a column (the rules the column report cites; documented in data/README.md too):
@@ -346,8 +443,8 @@ def infer_columns(frame: pd.DataFrame, target: str, *, source: Path | str = "dat
         else:
             dropped.append({"name": column, "reason": detail})
     if not numeric and not categories:
-        raise DataError(f"{source}: no usable feature columns besides the target '{target}' "
-                        f"(dropped: {', '.join(d['name'] + ' - ' + d['reason'] for d in dropped) or 'none'})")
+        raise DataError(f"{source}: no usable feature columns besides the target '{target}' (dropped: "
+                        f"{some((d['name'] + ' - ' + d['reason'] for d in dropped), 5, quote=False) or 'none'})")
     return ColumnPlan(numeric=list(numeric), categorical=list(categories), dropped=dropped,
                       columns=Columns(numeric=numeric, categorical=categories, n_rows=len(frame)),
                       datetime=dates, facts=facts)
@@ -501,11 +598,11 @@ def check_requested_columns(columns: list[str], target: str | None, *, drop: Ite
                 continue
             close = difflib.get_close_matches(name, columns, n=1, cutoff=0.5)
             hint = f"did you mean '{close[0]}'? " if close else ""
-            shown = ", ".join(columns[:30]) + (f", ... ({len(columns)} in all)" if len(columns) > 30 else "")
-            raise DataError(f"{source}: {flag}: no column named '{name}'; {hint}columns are: {shown}")
+            raise DataError(f"{source}: {flag}: no column named '{_clip(name)}'; {hint}columns are: "
+                            f"{some(columns, 30, quote=False)}")
     both = sorted(set(drop) & set(categorical))
     if both:
-        raise DataError(f"{source}: column(s) {', '.join(repr(b) for b in both)} are in both --drop and --categorical; "
+        raise DataError(f"{source}: column(s) {some(both)} are in both --drop and --categorical; "
                         "keep each in one")
 
 
@@ -516,7 +613,8 @@ def choose_target(columns: list[str], requested: str | None, *, source: Path | s
             return requested
         close = difflib.get_close_matches(requested, columns, n=1, cutoff=0.5)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        raise DataError(f"{source}: target column '{requested}' not found; {hint}columns are: {', '.join(columns)}")
+        raise DataError(f"{source}: target column '{_clip(requested)}' not found; {hint}columns are: "
+                        f"{some(columns, 30, quote=False)}")
     for name in ("target", "label"):
         if name in columns:
             return name
@@ -836,7 +934,14 @@ def encode_target(values: pd.Series, task: str, *, source: Path | str, target: s
         if bad.any():
             raise DataError(f"{source}: target '{target}' has {int(bad.sum())} non-numeric value(s) (rows "
                             f"{_rows(bad)}) but the task is regression; fix them or use --task classification")
-        return numeric.to_numpy(dtype=np.float32), None
+        wide = numeric.to_numpy(dtype=np.float64)
+        if np.isinf(wide).any():
+            infinite = np.isinf(wide)
+            raise DataError(f"{source}: target '{target}' has {int(infinite.sum())} infinite value(s) (rows "
+                            f"{_rows(infinite)}); replace them with real numbers or remove those rows")
+        if np.abs(wide).max(initial=0.0) > FLOAT32_MAX:
+            _refuse_beyond_float32(wide, target, source, "target")
+        return wide.astype(np.float32), None
     codes, uniques = pd.factorize(values)
     names = [_label_text(u) for u in uniques]
     classes = sorted(set(names), key=_class_sort_key)
@@ -1143,7 +1248,11 @@ def prepare_dataset(data_path: Path | str, output_dir: Path | str, *, test_split
     _check_fractions(test_split, val_split)
     if isinstance(max_levels, bool) or not isinstance(max_levels, (int, np.integer)) or max_levels < 1:
         raise DataError(f"--max-levels must be a whole number >= 1, not {max_levels!r}")
-    _check_replaceable(output_dir)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataError(f"--seed must be a whole number >= 0 (it seeds the splits), not {_clip(repr(seed))}")
+    check_delimiter(delimiter)
+    check_encoding(encoding)
+    check_output_dir(output_dir, data_path=Path(data_path))
     requested = target
     header = _read_header(data_path, encoding, delimiter)
     target = choose_target(header, target, source=data_path) if header else target
@@ -1161,13 +1270,15 @@ def prepare_dataset(data_path: Path | str, output_dir: Path | str, *, test_split
     if missing_target.all():
         raise DataError(f"{source}: target column '{target}' is empty in every row; choose another with --target")
     if missing_target.any():
-        notes.append(f"dropped {int(missing_target.sum())} row(s) with a missing target (rows {_rows(missing_target)})")
-        frame = frame.loc[~missing_target].reset_index(drop=True)
+        footer = " (the last row: a totals or footer line?)" if missing_target[-1] and missing_target.sum() == 1 else ""
+        notes.append(f"dropped {int(missing_target.sum())} row(s) with a missing target (rows {_rows(missing_target)})"
+                     + footer)
+        frame = _numbers_as_numbers(frame.loc[~missing_target].reset_index(drop=True))
 
     resolved_task = infer_task(frame[target], task)
     notes.append(f"task: {resolved_task}" + (" (auto; override with --task)" if task == "auto" else ""))
     if resolved_task == "regression" and pd.api.types.is_numeric_dtype(frame[target]):
-        check_numeric(frame, target, source=source)
+        check_numeric(frame, target, source=source, what="target")
     found = check_target(frame[target], target, resolved_task, picked=picked, source=source)
     labels = frame[target]  # encoded on a thread of its own while the feature columns are inspected
     encoded = _in_background(lambda: encode_target(labels, resolved_task, source=source, target=target))
@@ -1212,8 +1323,24 @@ def prepare_dataset(data_path: Path | str, output_dir: Path | str, *, test_split
         "files": {name: {"X": f"{name}_X.npy", "y": f"{name}_y.npy"} for name in SPLITS},
     }
     schema["data_sha256"] = _fingerprint(schema)
-    _write_output(output_dir, schema, lambda staging: _save_splits(staging, preprocessor, table, splits, y_all))
+    kept = _write_output(output_dir, schema, lambda staging: _save_splits(staging, preprocessor, table, splits, y_all))
+    if kept is not None:
+        notes.append(f"kept {kept}: the earlier output, because something was added to it while preparing")
     return PrepareResult(output_dir=output_dir, schema=schema, notes=notes)
+
+
+def _numbers_as_numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text columns whose every value is a number, once rows were dropped (a footer like 'TOTAL,,' made the
+    parser read a numeric column as text), become numeric again."""
+    for column in frame.columns:
+        series = frame[column]
+        if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+            continue
+        filled = series.notna()
+        parsed = pd.to_numeric(series.where(filled), errors="coerce")
+        if filled.any() and bool((parsed.notna() == filled).all()):
+            frame[column] = parsed
+    return frame
 
 
 def _check_fractions(test_split: float, val_split: float) -> None:
@@ -1245,19 +1372,78 @@ def _check_split_sizes(splits: dict[str, np.ndarray], n_rows: int, test_split: f
                         f"(test {test_split}, val {val_split}); add rows or lower the split fractions")
 
 
-def _check_replaceable(output_dir: Path) -> None:
-    if not output_dir.exists():
+def check_output_dir(output_dir: Path, *, data_path: Path | None = None) -> None:
+    """Refuse, before any work, an --output-dir that prepare cannot fill or may not replace.
+
+    It may be missing (its parent folders are made), empty, or hold an earlier output of this command and
+    nothing else: replacing it then loses nothing. A folder with anything else in it (notes, the source CSV,
+    a training run) is refused with a few of those names; a file, a path under a file, and a place the
+    process cannot write (permissions, a read-only mount) are refused too."""
+    output_dir = Path(output_dir)
+    ancestor = next((p for p in (output_dir, *output_dir.parents) if os.path.lexists(p)), Path("."))
+    if ancestor != output_dir and not ancestor.is_dir():
+        raise DataError(f"{output_dir}: cannot be made, because {ancestor} is a file; choose another --output-dir")
+    if ancestor == output_dir and not output_dir.is_dir():
+        raise DataError(f"{output_dir}: is a file, not a folder; choose another --output-dir (nothing was written)")
+    parent = output_dir.parent if ancestor == output_dir else ancestor
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DataError(f"{output_dir}: cannot write in {parent} ({_why_unwritable(parent)}); choose another "
+                        "--output-dir")
+    if ancestor != output_dir:
         return
-    schema = fileio.read_json(output_dir / "schema.json")
-    if not output_dir.is_dir() or not isinstance(schema, dict) or schema.get("producer") != PRODUCER:
-        raise DataError(f"{output_dir}: exists and is not an earlier output of prepare_dataset; choose another "
-                        "--output-dir (nothing was written)")
+    if os.path.ismount(output_dir):
+        raise DataError(f"{output_dir}: is a mount point, which prepare cannot replace (it builds the folder beside "
+                        f"it and renames it in); pass a folder inside it, e.g. --output-dir {output_dir / 'processed'}")
+    try:
+        entries = sorted(os.listdir(output_dir))
+    except OSError as exc:
+        raise DataError(f"{output_dir}: cannot be read ({exc.strerror}); choose another --output-dir") from None
+    if not entries:
+        return
+    ours = _files_written(output_dir)
+    if ours is None:
+        raise DataError(f"{output_dir}: exists and is not an earlier output of prepare_dataset (it holds "
+                        f"{some(entries, 5)}); choose another --output-dir (nothing was written)")
+    foreign = [name + ("/" if (output_dir / name).is_dir() else "") for name in entries if name not in ours]
+    if foreign:
+        source = ""
+        if data_path is not None and data_path.resolve().parent == output_dir.resolve():
+            source = f" (the source CSV {data_path.name} among them)"
+        raise DataError(f"{output_dir}: holds an earlier output of prepare_dataset but also {len(foreign)} file(s) it "
+                        f"did not write{source}: {some(foreign, 5)}; nothing was changed: move them out, or choose "
+                        "another --output-dir")
+
+
+def _files_written(directory: Path) -> set[str] | None:
+    """The names an earlier prepare wrote into `directory` (from its schema.json), or None if it wrote none."""
+    try:
+        schema = fileio.read_json(directory / "schema.json")
+    except OSError:
+        return None
+    if not isinstance(schema, dict) or schema.get("producer") != PRODUCER:
+        return None
+    names = {"schema.json"} | {f"{split}_{part}.npy" for split in SPLITS for part in ("X", "y")}
+    files = schema.get("files")
+    for item in (files.values() if isinstance(files, dict) else []):
+        for name in (item.values() if isinstance(item, dict) else []):
+            if isinstance(name, str) and name == Path(name).name:
+                names.add(name)
+    return names
+
+
+def _why_unwritable(path: Path) -> str:
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return "a read-only file system"
+    except OSError:
+        pass
+    return "permission denied"
 
 
 def _read_header(path: Path | str, encoding: str, delimiter: str) -> list[str]:
     """Column names from the first line (to know the target before parsing); [] if unreadable."""
     try:
-        with open(path, encoding=_effective_encoding(encoding, _check_head(Path(path))), newline="",
+        with open(path, encoding=_effective_encoding(encoding, _check_head(Path(path), encoding)), newline="",
                   errors="replace") as handle:
             return [c.strip() for c in next(csv.reader(handle, delimiter=delimiter), [])]
     except (OSError, LookupError, csv.Error, DataError):
@@ -1325,29 +1511,108 @@ def _ordered_map(pool: ThreadPoolExecutor, function: Callable[[Any], Any], items
         yield pending.popleft().result()
 
 
-def _write_output(output_dir: Path, schema: dict, write_files: Callable[[Path], None]) -> None:
+def _write_output(output_dir: Path, schema: dict, write_files: Callable[[Path], None]) -> Path | None:
     """Build the folder beside its final place, then rename it in: readers see all of it or none.
 
-    `write_files(staging)` writes the split files into the staging folder."""
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = output_dir.with_name(f".{output_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    `write_files(staging)` writes the split files into the staging folder. A full disk, a read-only file system
+    or any other write error becomes a `DataError`; the staging folder goes and an earlier output stays as it
+    was. The earlier output, once renamed aside, loses only the files prepare wrote into it (which
+    `check_output_dir` made sure are all it holds); if anything else appeared there meanwhile, that folder is
+    kept and its path returned."""
+    try:
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(output_dir)
+        staging = _new_sibling(output_dir, "tmp")
+    except OSError as exc:
+        raise DataError(f"{output_dir}: cannot be created ({exc.strerror or exc}); choose another --output-dir") from None
     try:
         write_files(staging)
         fileio.atomic_write_json(staging / "schema.json", schema)
         fileio.fsync_dir(staging)
+        old = None
         if output_dir.exists():
-            old = output_dir.with_name(f".{output_dir.name}.old-{os.getpid()}")
+            old = _new_sibling(output_dir, "old", make=False)
             os.replace(output_dir, old)
-            os.replace(staging, output_dir)
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                os.replace(staging, output_dir)
+            except BaseException:
+                os.replace(old, output_dir)  # put the earlier output back
+                raise
         else:
             os.replace(staging, output_dir)
         fileio.fsync_dir(output_dir.parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            kept = " (the earlier output there is unchanged)" if output_dir.exists() else ""
+            raise DataError(f"{output_dir}: could not be written ({_os_reason(exc)}); nothing was changed{kept}: "
+                            "free some space or choose another --output-dir") from None
         raise
+    return _remove_output(old) if old is not None else None
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on the device"
+    if exc.errno == errno.EFBIG:
+        return "a file grew beyond the size limit"
+    if exc.errno == errno.EROFS:
+        return "a read-only file system"
+    return exc.strerror or str(exc)
+
+
+def _new_sibling(output_dir: Path, kind: str, *, make: bool = True) -> Path:
+    """A new, unused name beside `output_dir`: '.NAME.tmp-PID-RANDOM' (made as a folder when `make`)."""
+    for _ in range(100):
+        path = output_dir.with_name(f".{output_dir.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}")
+        if make:
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+        elif os.path.lexists(path):
+            continue
+        return path
+    raise FileExistsError(f"{output_dir.parent}: no free name for a {kind} folder")
+
+
+def _remove_output(directory: Path) -> Path | None:
+    """Delete an earlier output: only the files prepare writes, then the folder if that emptied it."""
+    names = _files_written(directory) or set()
+    for name in names:
+        (directory / name).unlink(missing_ok=True)
+    try:
+        directory.rmdir()
+    except OSError:
+        return directory
+    return None
+
+
+def _remove_stale_staging(output_dir: Path) -> None:
+    """Staging and set-aside folders a killed prepare left beside `output_dir` (their process is gone and they
+    hold only files prepare writes): they can be as big as the data, so they go."""
+    pattern = re.compile(rf"\.{re.escape(output_dir.name)}\.(?:tmp|old)-(\d+)-[0-9a-f]{{8}}")
+    ours = {"schema.json"} | {f"{split}_{part}.npy" for split in SPLITS for part in ("X", "y")}
+    for entry in output_dir.parent.iterdir():
+        match = pattern.fullmatch(entry.name)
+        if not match or int(match.group(1)) == os.getpid() or _pid_alive(int(match.group(1))):
+            continue
+        try:
+            names = os.listdir(entry)
+        except OSError:
+            continue
+        if all(name in ours or name.startswith(".schema.json.") for name in names):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _fingerprint(schema: dict) -> str:
@@ -1426,7 +1691,8 @@ def load_raw_for_scoring(csv_path: Path | str, schema: dict[str, Any]) -> tuple[
     needed = [derived.get(c, c) for c in schema["features"]["numeric"] + schema["features"]["categorical"]]
     missing = list(dict.fromkeys(c for c in needed if c not in csv_file.frame.columns))
     if missing:
-        raise DataError(f"{csv_path}: missing feature column(s) {missing} that the model was trained on")
+        raise DataError(f"{csv_path}: missing {len(missing)} feature column(s) the model was trained on "
+                        f"({some(missing)}); score a CSV with the training file's columns")
     for column in schema["features"]["numeric"]:
         if column not in derived:
             check_numeric(csv_file.frame, column, source=csv_path)

@@ -34,6 +34,15 @@ def positive_int(text: str) -> int:
     return value
 
 
+DELIMITER_NAMES = {"\\t": "\t", "tab": "\t", "\\\\": "\\", "space": " "}
+
+
+def delimiter_text(text: str) -> str:
+    """The --delimiter as typed, with the spellings a shell makes easy: '\\t' or 'tab' for a tab, 'space'.
+    Anything else is passed on as it is (prepare refuses what is not one character)."""
+    return DELIMITER_NAMES.get(text, DELIMITER_NAMES.get(text.lower(), text))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-path", type=Path, required=True, help="input CSV (UTF-8, with a header row)")
@@ -53,8 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"one-hot columns per categorical feature at most; rarer levels encode as all zeros "
                              f"(default {data.MAX_CATEGORIES})")
     parser.add_argument("--encoding", default="utf-8", help="text encoding of the CSV (default utf-8, BOM allowed)")
-    parser.add_argument("--delimiter", default=",", help="field separator (default ',')")
+    parser.add_argument("--delimiter", type=delimiter_text, default=",",
+                        help="field separator, one character (default ','; '\\t' or 'tab' for a tab)")
     return parser
+
+
+def shown_warnings(found: list[dict], per_kind: int = 5) -> list[str]:
+    """The warnings' messages, at most `per_kind` of each kind (a target with hundreds of rare classes would
+    print one line per class); the rest are counted. schema.json keeps them all."""
+    shown, counts = [], {}
+    for item in found:
+        counts[item["kind"]] = counts.get(item["kind"], 0) + 1
+        if counts[item["kind"]] <= per_kind:
+            shown.append(item["message"])
+    shown += [f"{n - per_kind:,} more '{kind}' warning(s) like these; all are in schema.json"
+              for kind, n in counts.items() if n > per_kind]
+    return shown
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             result = data.prepare_dataset(
                 args.data_path, args.output_dir, test_split=args.test_split, val_split=args.val_split,
                 target=args.target, task=args.task, seed=args.seed, encoding=args.encoding,
-                delimiter=args.delimiter.encode().decode("unicode_escape"), notes=notes, drop=args.drop,
+                delimiter=args.delimiter, notes=notes, drop=args.drop,
                 categorical=args.categorical, max_levels=args.max_levels)
         finally:
             for note in notes:
@@ -76,14 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(result.column_table())
         print()
-        for message in result.warnings:
+        for message in shown_warnings(result.schema["warnings"]):
             print(f"warning: {message}")
         if result.warnings:
             print()
         print(f"features: {len(schema['features']['numeric'])} numeric, {len(schema['features']['categorical'])} "
               f"categorical -> {len(schema['features']['processed'])} processed")
         if schema["classes"] is not None:
-            print(f"classes: {', '.join(schema['classes'])}")
+            print(f"classes: {data.some(schema['classes'], 20, quote=False)}")
         print(f"rows: train {rows['train']}, val {rows['val']}, test {rows['test']}")
         print(f"wrote {result.output_dir}/ (schema.json + {len(rows)} splits)")
         return cli.EXIT_OK
