@@ -15,6 +15,7 @@ import csv
 import difflib
 import errno
 import hashlib
+import io
 import json
 import math
 import os
@@ -161,10 +162,13 @@ def _scan_file(path: Path, encoding: str) -> str:
                     raise DataError(
                         f"{path}: line {line} is not valid {encoding} (byte 0x{chunk[exc.start]:02x}); re-save the "
                         "file as UTF-8, or pass its encoding, e.g. --encoding latin-1") from None
+                except UnicodeError as exc:  # e.g. UTF-16 without a byte-order mark: no position to name
+                    raise DataError(f"{path}: is not {encoding} text ({exc}); pass the file's encoding with "
+                                    "--encoding, e.g. utf-8, latin-1 or utf-16-le") from None
             offset += size
     try:
         decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
+    except UnicodeError:
         raise DataError(f"{path}: the file ends inside a multi-byte {encoding} character (truncated?); re-save "
                         "it as UTF-8, or pass its encoding, e.g. --encoding latin-1") from None
     return digest.hexdigest()
@@ -178,8 +182,8 @@ def _line_of_offset(path: Path, offset: int) -> int:
 def _guess_delimiter(header: str, delimiter: str) -> None:
     if delimiter in header:
         return
-    for other, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
-        if header.count(other) >= 1:
+    for other, name in ((",", "comma"), (";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
+        if other != delimiter and header.count(other) >= 1:
             shown = "\\t" if other == "\t" else other
             raise DataError(f"the header has no '{delimiter}' but {header.count(other)} {name}(s): the file looks "
                             f"{name}-separated; pass --delimiter '{shown}'")
@@ -303,14 +307,18 @@ def _undo_overflow(frame: pd.DataFrame, path: Path, encoding: str, delimiter: st
 
 def _describe_parse_error(path: Path, encoding: str, delimiter: str, exc: Exception) -> str:
     """The parser says what went wrong but not where; find the first row with the wrong field count."""
-    with open(path, encoding=encoding, newline="", errors="replace") as handle:
-        reader = csv.reader(handle, delimiter=delimiter)
-        width = len(next(reader, []))
-        for row in reader:
-            if row and len(row) != width:
-                return (f"line {reader.line_num} has {len(row)} fields but the header has {width}; fix that row "
-                        "(quote fields that contain the delimiter)")
-    return f"cannot be parsed as CSV ({str(exc).splitlines()[0]}); check it opens in a spreadsheet"
+    try:
+        with open(path, encoding=encoding, newline="", errors="replace") as handle:
+            reader = csv.reader(handle, delimiter=delimiter)
+            width = len(next(reader, []))
+            for row in reader:
+                if row and len(row) != width:
+                    return (f"line {reader.line_num} has {len(row)} fields but the header has {width}; fix that row "
+                            "(quote fields that contain the delimiter)")
+    except (UnicodeError, csv.Error) as error:  # UTF-16 without a byte-order mark refuses even errors="replace"
+        return f"cannot be read as {encoding} text ({error}); pass the file's encoding with --encoding"
+    first = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return f"cannot be parsed as CSV ({_clip(first, 200)}); check it opens in a spreadsheet"
 
 
 # ------------------------------------------------------------------------------------- column inference
@@ -631,7 +639,8 @@ def infer_task(target: pd.Series, requested: str = "auto") -> str:
         return "classification"
     values = target.dropna()
     as_float = values.astype("float64").to_numpy()
-    is_integer = bool(np.all(np.mod(as_float, 1) == 0))
+    with np.errstate(invalid="ignore"):  # inf % 1 is NaN: not a whole number, and checked later
+        is_integer = bool(np.all(np.mod(as_float, 1) == 0))
     if is_integer and values.nunique() <= CLASSIFICATION_MAX_INT_CLASSES:
         return "classification"
     return "regression"
@@ -1392,6 +1401,9 @@ def check_output_dir(output_dir: Path, *, data_path: Path | None = None) -> None
     if ancestor != output_dir:
         return
     if os.path.ismount(output_dir):
+        if not os.access(output_dir, os.W_OK):
+            raise DataError(f"{output_dir}: is a mount point with {_why_unwritable(output_dir)}; choose another "
+                            "--output-dir")
         raise DataError(f"{output_dir}: is a mount point, which prepare cannot replace (it builds the folder beside "
                         f"it and renames it in); pass a folder inside it, e.g. --output-dir {output_dir / 'processed'}")
     try:
@@ -1446,7 +1458,7 @@ def _read_header(path: Path | str, encoding: str, delimiter: str) -> list[str]:
         with open(path, encoding=_effective_encoding(encoding, _check_head(Path(path), encoding)), newline="",
                   errors="replace") as handle:
             return [c.strip() for c in next(csv.reader(handle, delimiter=delimiter), [])]
-    except (OSError, LookupError, csv.Error, DataError):
+    except (OSError, LookupError, ValueError, csv.Error, DataError):  # ValueError: UnicodeError too
         return []
 
 
@@ -1476,7 +1488,11 @@ def _save_splits(directory: Path, preprocessor: Preprocessor, table: Columns, sp
     handles: dict[str, Any] = {}
     try:
         for name, rows in splits.items():
-            np.save(directory / f"{name}_y.npy", labels[rows])
+            # through a plain write(): np.save to a file reports a full disk without its errno
+            encoded = io.BytesIO()
+            np.save(encoded, labels[rows])
+            with open(directory / f"{name}_y.npy", "wb", buffering=0) as handle:
+                _write_all(handle, encoded.getbuffer())
             handles[name] = open(directory / f"{name}_X.npy", "wb", buffering=0)
             np.lib.format.write_array_header_1_0(handles[name], {
                 "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
