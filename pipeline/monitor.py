@@ -5,21 +5,115 @@
 
 Only files under the log folder are read (`metrics.jsonl`, `system.jsonl`), incrementally and tolerantly:
 a half-written last line is left for the next poll, a truncated or replaced file is read again from the
-start. `detect_alerts` is pure: it takes the parsed history and returns what deserves attention.
+start, and every record is checked field by field (`clean_record`) before the view uses it, so a log holding
+anything at all (a string step, a list where a loss belongs) never ends the monitor. If the logs vanish, the
+run's `metrics.json` beside them says how it ended. `detect_alerts` is pure: it takes the parsed history and
+returns what deserves attention.
 """
 from __future__ import annotations
 
 import math
-import os
 import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from pipeline import fileio, metrics, status as status_lib
+from pipeline.errors import PipelineError
 
 TERMINAL = status_lib.TERMINAL
+MAX_REFRESH_S = 3600.0
+
+
+# ------------------------------------------------------------------------------------- checking records
+def _number(value: Any) -> float | None:
+    """A JSON number as a float (NaN/inf kept: a non-finite loss is news); None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an integer too large for a float
+        return math.inf if value > 0 else -math.inf
+
+
+def _whole(value: Any, low: int = 0) -> int | None:
+    """A whole number >= `low` (3 or 3.0), else None."""
+    number = _number(value)
+    if number is None or not math.isfinite(number) or number != int(number) or number < low:
+        return None
+    return int(number)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+# What each field of each record type must be; a field that is not is left out, a record without its
+# essential field (a step's step, an epoch's epoch number) is skipped.
+_RUN_FIELDS = {"pid": lambda v: _whole(v, 1), "epochs": _whole, "steps_per_epoch": lambda v: _whole(v, 1),
+               "start_step": _whole, "start_epoch": _whole, "time": _number}
+_ESSENTIAL = {"step": "step", "epoch": "epoch", "system": "time"}
+
+
+def clean_record(record: Any) -> dict[str, Any] | None:
+    """`record` with every field the monitor reads of the type it expects (others dropped), or None when the
+    record cannot be used at all. Metrics are numbers (None where the trainer wrote null for a NaN)."""
+    if not isinstance(record, dict):
+        return None
+    kind = record.get("type")
+    out: dict[str, Any] = {"type": kind}
+    time_value = _number(record.get("time"))
+    if time_value is not None and math.isfinite(time_value):
+        out["time"] = time_value
+    if kind == "run":
+        for key, value in record.items():
+            if key in _RUN_FIELDS:
+                checked = _RUN_FIELDS[key](value)
+                if checked is not None:
+                    out[key] = checked
+            elif key not in ("type", "time") and (isinstance(value, str) or key == "config"):
+                out[key] = value
+        out.setdefault("start_step", 0)
+        return out
+    if kind == "status":
+        out["status"] = _text(record.get("status")) or "unknown"
+        out["message"] = str(record.get("message") or "") if not isinstance(record.get("message"), (dict, list)) else ""
+        return out
+    if kind in ("step", "epoch"):
+        for key, value in record.items():
+            if key in ("type", "time"):
+                continue
+            if key in ("step", "epoch"):
+                checked = _whole(value, 1 if key == "epoch" else 0)
+                if checked is not None:
+                    out[key] = checked
+            elif value is None or _number(value) is not None:
+                out[key] = _number(value)
+        if _ESSENTIAL[kind] not in out:
+            return None
+        out.setdefault("step", 0)
+        return out
+    if kind == "system" or (kind is None and "cpu_percent" in record):
+        for key, value in record.items():
+            if key == "gpus":
+                out["gpus"] = [g for g in map(_clean_gpu, value if isinstance(value, list) else []) if g]
+            elif key not in ("type", "time") and _number(value) is not None:
+                out[key] = _number(value)
+        return out if "time" in out else None
+    return out if isinstance(kind, str) else None
+
+
+def _clean_gpu(gpu: Any) -> dict[str, Any] | None:
+    if not isinstance(gpu, dict) or _whole(gpu.get("index")) is None:
+        return None
+    out: dict[str, Any] = {"index": _whole(gpu["index"])}
+    if isinstance(gpu.get("name"), str):
+        out["name"] = gpu["name"]
+    out.update({k: _number(v) for k, v in gpu.items() if k not in ("index", "name") and _number(v) is not None})
+    return out
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -30,13 +124,20 @@ class JsonlTail:
         self.path = Path(path)
         self.offset = 0
         self.inode: int | None = None
+        self.seen = False           # the file existed at some poll
+        self.problem: str | None = None  # why the last poll could not read it (it exists but is unreadable)
 
     def poll(self) -> tuple[list[dict[str, Any]], bool]:
         """(new records, reset) — reset is True when the file was replaced or truncated (start over)."""
+        self.problem = None
         try:
             stat = self.path.stat()
         except FileNotFoundError:
             return [], False
+        except OSError as exc:
+            self.problem = f"{self.path}: cannot be read ({exc.strerror or exc})"
+            return [], False
+        self.seen = True
         reset = False
         if self.inode is not None and (stat.st_ino != self.inode or stat.st_size < self.offset):
             self.offset, reset = 0, True
@@ -47,9 +148,29 @@ class JsonlTail:
                 chunk = handle.read()
         except FileNotFoundError:
             return [], reset
-        records, used = fileio.parse_jsonl(chunk)
+        except OSError as exc:
+            what = "is a folder, not a file" if self.path.is_dir() else f"cannot be read ({exc.strerror or exc})"
+            self.problem = f"{self.path}: {what}"
+            return [], reset
+        records, used = _parse_jsonl(chunk)
         self.offset += used
         return records, reset
+
+
+def _parse_jsonl(chunk: bytes) -> tuple[list[dict[str, Any]], int]:
+    """`fileio.parse_jsonl`, line by line when a line is nested too deeply for the JSON parser (RecursionError)."""
+    try:
+        return fileio.parse_jsonl(chunk)
+    except RecursionError:
+        pass
+    end = chunk.rfind(b"\n")
+    records = []
+    for line in chunk[:end].split(b"\n"):
+        try:
+            records += fileio.parse_jsonl(line + b"\n")[0]
+        except RecursionError:
+            continue
+    return records, end + 1
 
 
 @dataclass
@@ -63,20 +184,27 @@ class RunView:
     epochs: list[dict[str, Any]] = field(default_factory=list)
     system: list[dict[str, Any]] = field(default_factory=list)
     last_event_time: float | None = None
+    skipped: int = 0  # records that could not be used (not an object, or missing their step / epoch number)
 
-    def apply(self, records: list[dict[str, Any]]) -> None:
-        for record in records:
-            kind = record.get("type")
-            self.last_event_time = max(self.last_event_time or 0.0, float(record.get("time") or 0.0))
+    def apply(self, records: list[Any]) -> None:
+        for raw in records:
+            record = clean_record(raw)
+            if record is None:
+                self.skipped += 1
+                continue
+            kind = record["type"]
+            if "time" in record:
+                self.last_event_time = max(self.last_event_time or 0.0, record["time"])
             if kind == "run":
                 self.run, self.status, self.message = record, "running", ""
-                start = int(record.get("start_step", 0))  # a resume replays steps after its checkpoint
-                self.steps = [s for s in self.steps if s.get("step", 0) <= start]
-                self.epochs = [e for e in self.epochs if e.get("step", 0) <= start]
+                start = record["start_step"]  # a resume replays steps after its checkpoint
+                self.steps = [s for s in self.steps if s["step"] <= start]
+                self.epochs = [e for e in self.epochs if e["step"] <= start]
             elif kind == "status":
-                self.status, self.message = str(record.get("status")), str(record.get("message") or "")
+                self.status, self.message = record["status"], record["message"]
             elif kind == "step":
                 self.steps.append(record)
+                del self.steps[:-5000]  # the view needs the recent ones; a long run has millions
             elif kind == "epoch":
                 self.epochs.append(record)
 
@@ -97,9 +225,11 @@ class RunView:
     def seconds_per_step(self) -> float | None:
         timed = [s for s in self.steps[-50:] if s.get("time")]
         if len(timed) >= 2 and timed[-1]["step"] > timed[0]["step"]:
-            return (timed[-1]["time"] - timed[0]["time"]) / (timed[-1]["step"] - timed[0]["step"])
-        if self.epochs and self.steps_per_epoch:
-            return self.epochs[-1].get("epoch_seconds", 0) / self.steps_per_epoch
+            per_step = (timed[-1]["time"] - timed[0]["time"]) / (timed[-1]["step"] - timed[0]["step"])
+            return per_step if math.isfinite(per_step) and per_step >= 0 else None
+        epoch_seconds = self.epochs[-1].get("epoch_seconds") if self.epochs else None
+        if epoch_seconds is not None and math.isfinite(epoch_seconds) and epoch_seconds >= 0 and self.steps_per_epoch:
+            return epoch_seconds / self.steps_per_epoch
         return None
 
     def eta_seconds(self) -> float | None:
@@ -111,21 +241,30 @@ class RunView:
 
     @property
     def monitor_metric(self) -> str:
-        return (self.run or {}).get("monitor_metric", "val_loss")
+        return (self.run or {}).get("monitor_metric") or "val_loss"
 
     def best(self) -> tuple[int, str, float] | None:
         found = metrics.best_epoch(self.epochs, self.monitor_metric)
         return (found[0], self.monitor_metric, found[1]) if found else None
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def process_alive(pid: int, started_by: float | None = None) -> bool:
+    """Is process `pid` running, and (with `started_by`, a time the run wrote) is it the run's own process?
+
+    PIDs are reused: a process that started after the run had already written `started_by` is another
+    program, so the run's own process is gone. A zombie (exited, not yet reaped) is gone too."""
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
         return False
-    except PermissionError:
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        # create_time is derived from boot time and clock ticks: allow a second of slack
+        return started_by is None or process.create_time() <= started_by + 1.0
+    except psutil.NoSuchProcess:
+        return False
+    except (psutil.AccessDenied, OSError):
         return True
-    return True
 
 
 class RunFollower:
@@ -137,6 +276,11 @@ class RunFollower:
         self.metrics_tail = JsonlTail(self.log_dir / "metrics.jsonl")
         self.system_tail = JsonlTail(self.log_dir / "system.jsonl")
 
+    @property
+    def problem(self) -> str | None:
+        """Why metrics.jsonl could not be read at the last poll (it exists but is a folder or unreadable)."""
+        return self.metrics_tail.problem
+
     def poll(self) -> RunView:
         records, reset = self.metrics_tail.poll()
         if reset:
@@ -146,17 +290,54 @@ class RunFollower:
         samples, reset_system = self.system_tail.poll()
         if reset_system:
             self.view.system = []
-        self.view.system = (self.view.system + samples)[-2000:]
+        self.view.system = (self.view.system + [s for s in map(clean_record, samples) if s and "time" in s])[-2000:]
+        if self.metrics_tail.problem and self.view.status in ("waiting", "running"):
+            self.view.message = self.metrics_tail.problem
+        gone = self.metrics_tail.seen and not self.metrics_tail.path.exists()
+        if gone and self.view.status == "running":
+            self.view.message = f"{self.metrics_tail.path} has disappeared; the run's metrics.json will say how it ends"
+        if (gone or not self.log_dir.exists()) and self.view.status in ("waiting", "running"):
+            self._status_from_metrics_json()  # the logs were deleted: metrics.json beside them may know
         run = self.view.run
         if self.view.status == "running" and run and run.get("host") == socket.gethostname():
-            if not process_alive(int(run.get("pid", 0))):
+            if not process_alive(run.get("pid", 0), run.get("time")):
                 # one more read: the process may have written its final status just before exiting
                 records, _ = self.metrics_tail.poll()
                 self.view.apply(records)
                 if self.view.status == "running":
+                    self._status_from_metrics_json()
+                if self.view.status == "running":
                     self.view.status = "lost"
                     self.view.message = f"process {run.get('pid')} is gone without a final status (killed or crashed)"
         return self.view
+
+    def _status_from_metrics_json(self) -> None:
+        """Take the final status from the run's metrics.json (beside logs/), which the trainer rewrites at the end,
+        when it belongs to the run this view follows (same pid) or the view has seen no run at all."""
+        summary = _read_json(self.log_dir.parent / "metrics.json")
+        info = summary.get("run") if isinstance(summary, dict) else None
+        if not isinstance(info, dict) or info.get("status") not in TERMINAL:
+            return
+        run = self.view.run
+        if run is not None and "pid" in run and info.get("pid") != run["pid"]:
+            return  # another run's summary (an older one, or a newer one in the same folder)
+        if not self.view.epochs and isinstance(summary.get("epochs"), list):
+            self.view.apply([{**e, "type": "epoch"} for e in summary["epochs"] if isinstance(e, dict)])
+        if run is None:
+            self.view.run = clean_record({"type": "run", "run_name": info.get("name"), "pid": info.get("pid"),
+                                          "device": info.get("device"),
+                                          "epochs": (summary.get("config") or {}).get("epochs")
+                                          if isinstance(summary.get("config"), dict) else None})
+        self.view.status = info["status"]
+        self.view.message = (str(info.get("message") or "") + " (from metrics.json: the logs are gone)").strip()
+
+
+def _read_json(path: Path) -> Any:
+    """`fileio.read_json`, with unreadable files and too deeply nested JSON read as None."""
+    try:
+        return fileio.read_json(path)
+    except (OSError, RecursionError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------- alerts
@@ -178,9 +359,10 @@ def detect_alerts(view: RunView, now: float | None = None, *, overfit_patience: 
     """Everything that deserves a person's attention now, most severe first."""
     now = time.time() if now is None else now
     alerts: list[Alert] = []
-    losses = [s.get("loss") for s in view.steps[-20:]] + [e.get(k) for e in view.epochs[-3:]
-                                                          for k in ("train_loss", "val_loss") if k in e]
-    if any(v is None or (isinstance(v, float) and not math.isfinite(v)) for v in losses) or \
+    # a null loss is a NaN the trainer could not write as JSON; records are checked, so values are floats or None
+    losses = [s["loss"] for s in view.steps[-20:] if "loss" in s] + [e[k] for e in view.epochs[-3:]
+                                                                     for k in ("train_loss", "val_loss") if k in e]
+    if any(v is None or not math.isfinite(v) for v in losses) or \
             (view.status == "failed" and "non-finite" in view.message):
         alerts.append(Alert("non_finite_loss", "critical", "the loss is NaN/inf: lower the learning rate, add "
                             "--grad-clip, or check the data"))
@@ -202,7 +384,7 @@ def detect_alerts(view: RunView, now: float | None = None, *, overfit_patience: 
         total = last.get("epoch_seconds") or 0.0
         waited = last.get("data_seconds") or 0.0
         on_gpu = str((view.run or {}).get("device", "")).startswith("cuda")
-        if on_gpu and total > 0 and waited / total > input_bound_fraction:
+        if on_gpu and 0 < total < math.inf and 0 <= waited < math.inf and waited / total > input_bound_fraction:
             alerts.append(Alert("input_bound", "warning", f"{100 * waited / total:.0f}% of the last epoch waited for "
                                 "data: the GPU is starved (use the in-memory loader, more --num-workers, bigger batches)"))
     if view.system:
@@ -211,13 +393,13 @@ def detect_alerts(view: RunView, now: float | None = None, *, overfit_patience: 
             alerts.append(Alert("memory_pressure", "warning", f"system RAM at {sample['ram_percent']:.0f}%"))
         for gpu in sample.get("gpus", []):
             used, total = gpu.get("mem_used_mb"), gpu.get("mem_total_mb")
-            if used and total and 100 * used / total > memory_percent:
+            if used and total and math.isfinite(used / total) and 100 * used / total > memory_percent:
                 alerts.append(Alert("memory_pressure", "warning", f"GPU {gpu['index']} memory at {100 * used / total:.0f}%"))
             if (gpu.get("temperature_c") or 0) > gpu_temperature_c:
                 alerts.append(Alert("temperature", "warning", f"GPU {gpu['index']} at {gpu['temperature_c']:.0f} °C"))
-            util = [s2["gpus"][gpu["index"]].get("util_percent") for s2 in view.system[-10:]
-                    if len(s2.get("gpus", [])) > gpu["index"]]
-            util = [u for u in util if u is not None]
+            util = [g.get("util_percent") for s2 in view.system[-10:] for g in s2.get("gpus", [])
+                    if g["index"] == gpu["index"]]
+            util = [u for u in util if u is not None and math.isfinite(u)]
             if view.status == "running" and len(util) >= 5 and sum(util) / len(util) < 30:
                 alerts.append(Alert("input_bound", "warning", f"GPU {gpu['index']} averaged {sum(util) / len(util):.0f}% "
                                     "utilisation over the last samples: likely waiting on input or the CPU"))
@@ -243,7 +425,8 @@ def ascii_chart(series: dict[str, list[float]], width: int = 60, height: int = 1
         return ["(no data yet)"]
     low = min(min(v) for v in clean.values())
     high = max(max(v) for v in clean.values())
-    span = (high - low) or 1.0
+    # halves: high - low itself can overflow to inf for values near the float limits
+    span, half_low = (high / 2 - low / 2) or 1.0, low / 2
     grid = [[" "] * width for _ in range(height)]
     for mark, values in zip(marks, clean.values()):
         n = len(values)
@@ -251,7 +434,7 @@ def ascii_chart(series: dict[str, list[float]], width: int = 60, height: int = 1
         points = ([(c, values[c * n // width]) for c in range(width)] if n > width else
                   [(round(i * (width - 1) / max(1, n - 1)), v) for i, v in enumerate(values)])
         for column, value in points:
-            row = height - 1 - int(round((value - low) / span * (height - 1)))
+            row = height - 1 - int(round((value / 2 - half_low) / span * (height - 1)))
             grid[row][column] = mark
     lines = [f"{high:>9.4g} |" + "".join(grid[0])]
     lines += ["          |" + "".join(row) for row in grid[1:-1]]
@@ -261,11 +444,16 @@ def ascii_chart(series: dict[str, list[float]], width: int = 60, height: int = 1
 
 
 def _duration(seconds: float | None) -> str:
-    if seconds is None:
+    if seconds is None or not math.isfinite(seconds) or not 0 <= seconds < 1e9:
         return "?"
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
     return f"{hours}h{rest // 60:02d}m{rest % 60:02d}s" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def _shown(value: float | None, spec: str) -> str:
+    """A number formatted with `spec`, or '?' when there is none (a field missing from the log)."""
+    return "?" if value is None else format(value, spec)
 
 
 def snapshot_lines(view: RunView, alerts: list[Alert], width: int = 60) -> list[str]:
@@ -280,7 +468,7 @@ def snapshot_lines(view: RunView, alerts: list[Alert], width: int = 60) -> list[
     epoch = view.epochs[-1]["epoch"] if view.epochs else 0
     total = view.total_epochs or 0
     spe = view.steps_per_epoch or 1
-    done = view.global_step / max(1, total * spe)
+    done = min(1.0, max(0.0, view.global_step / max(1, total * spe)))  # a log can claim any step
     bar = "#" * int(30 * done) + "-" * (30 - int(30 * done))
     lines.append(f"progress: [{bar}] {100 * done:5.1f}%  epoch {epoch}/{total}  step {view.global_step}/{total * spe}"
                  + (f"  ETA {_duration(view.eta_seconds())}" if view.status == "running" else ""))
@@ -289,8 +477,9 @@ def snapshot_lines(view: RunView, alerts: list[Alert], width: int = 60) -> list[
         shown = [f"{k} {last[k]:.4g}" for k in ("train_loss", "val_loss", "val_accuracy", "val_f1_macro", "val_rmse",
                                                  "val_r2", "lr") if isinstance(last.get(k), (int, float))]
         lines.append("latest: " + "  ".join(shown))
-        lines.append(f"speed: {last.get('samples_per_second', 0):,.0f} samples/s, "
-                     f"{last.get('epoch_seconds', 0):.2f}s/epoch (data wait {last.get('data_seconds', 0):.2f}s)")
+        lines.append(f"speed: {_shown(last.get('samples_per_second'), ',.0f')} samples/s, "
+                     f"{_shown(last.get('epoch_seconds'), '.2f')}s/epoch "
+                     f"(data wait {_shown(last.get('data_seconds'), '.2f')}s)")
     best = view.best()
     if best:
         lines.append(f"best: {best[1]} {best[2]:.4g} at epoch {best[0]}")
@@ -301,19 +490,23 @@ def snapshot_lines(view: RunView, alerts: list[Alert], width: int = 60) -> list[
     if view.system:
         s = view.system[-1]
         lines.append("")
-        lines.append(f"system: CPU {s.get('cpu_percent', 0):.0f}% (process {s.get('process_cpu_percent', 0):.0f}%)  "
-                     f"RAM {s.get('ram_percent', 0):.0f}%  RSS {s.get('rss_mb', 0):,.0f} MB")
+        lines.append(f"system: CPU {_shown(s.get('cpu_percent'), '.0f')}% (process "
+                     f"{_shown(s.get('process_cpu_percent'), '.0f')}%)  RAM {_shown(s.get('ram_percent'), '.0f')}%  "
+                     f"RSS {_shown(s.get('rss_mb'), ',.0f')} MB")
         for gpu in s.get("gpus", []):
             parts = [f"GPU {gpu['index']} {gpu.get('name', '')}"]
             if "util_percent" in gpu:
-                parts.append(f"util {gpu['util_percent']:.0f}%")
+                parts.append(f"util {_shown(gpu['util_percent'], '.0f')}%")
             if "mem_used_mb" in gpu:
-                parts.append(f"mem {gpu['mem_used_mb']:,.0f}/{gpu.get('mem_total_mb', 0):,.0f} MB")
+                parts.append(f"mem {_shown(gpu['mem_used_mb'], ',.0f')}/{_shown(gpu.get('mem_total_mb'), ',.0f')} MB")
             if "temperature_c" in gpu:
-                parts.append(f"{gpu['temperature_c']:.0f} °C")
+                parts.append(f"{_shown(gpu['temperature_c'], '.0f')} °C")
             if "power_w" in gpu:
-                parts.append(f"{gpu['power_w']:.0f} W")
+                parts.append(f"{_shown(gpu['power_w'], '.0f')} W")
             lines.append("  " + "  ".join(parts))
+    if view.skipped:
+        lines.append(f"(skipped {view.skipped:,} log record(s) that were not usable: not an object, or without "
+                     "their step or epoch number)")
     lines.append("")
     lines += [f"ALERT [{a.severity}] {a.name}: {a.message}" for a in alerts] or ["alerts: none"]
     return lines
@@ -343,9 +536,13 @@ def follow(log_dir: Path, *, refresh: float = 2.0, once: bool = False, console: 
     from rich.console import Console
     from rich.live import Live
 
+    if not (isinstance(refresh, (int, float)) and 0 < refresh <= MAX_REFRESH_S):
+        raise PipelineError(f"--refresh must be a number of seconds in (0, {MAX_REFRESH_S:.0f}], not {refresh!r}")
     console = console or Console()
     follower = RunFollower(log_dir)
     view = follower.poll()
+    if follower.problem:
+        raise PipelineError(f"{follower.problem}; pass the run's logs folder (SAVE_DIR/logs)")
     if once:
         for line in snapshot_lines(view, detect_alerts(view)):
             console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -18,10 +18,22 @@ from pipeline import cli, monitor  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 
 
+def refresh_seconds(text: str) -> float:
+    """--refresh: a number of seconds in (0, 3600] (0, negative, nan, inf and 1e300 are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value <= monitor.MAX_REFRESH_S:
+        raise argparse.ArgumentTypeError(f"expected seconds in (0, {monitor.MAX_REFRESH_S:.0f}], got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--log-dir", type=Path, required=True, help="the run's logs folder (SAVE_DIR/logs)")
-    parser.add_argument("--refresh", type=cli.positive_float, default=2.0, help="seconds between updates")
+    parser.add_argument("--refresh", type=refresh_seconds, default=2.0,
+                        help="seconds between updates (at most 3600; default 2)")
     parser.add_argument("--once", action="store_true", help="print one snapshot and exit")
     return parser
 
