@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from pipeline import distributed
+
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
     """The order of training rows in `epoch`: a pure function of (seed, epoch), so resume needs no state."""
@@ -31,10 +33,12 @@ class Batches:
     """
 
     def __init__(self, X: np.ndarray, y: np.ndarray, *, device: torch.device, loader: str, num_workers: int,
-                 batch_size: int, y_dtype: torch.dtype):
+                 batch_size: int, y_dtype: torch.dtype, world: distributed.World = distributed.World()):
         self.device, self.loader, self.batch_size = device, loader, batch_size
         self.num_workers = num_workers
-        self.n = X.shape[0]
+        self.world = world
+        self.n = X.shape[0]                                   # rows in the split (the permutation's length)
+        self.rows_per_rank = math.ceil(self.n / world.size)   # rows this process trains on per epoch
         self.X_np, self.y_np = X, y
         self.y_dtype = y_dtype
         self.on_device = False
@@ -50,10 +54,12 @@ class Batches:
             self.X, self.y = X_t, y_t
 
     def __len__(self) -> int:
-        return math.ceil(self.n / self.batch_size)
+        return math.ceil(self.rows_per_rank / self.batch_size)
 
     def iterate(self, permutation: torch.Tensor, start_batch: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-        """Yield (batch_index, xb, yb) from `start_batch` on, already on the device."""
+        """Yield (batch_index, xb, yb) from `start_batch` on, already on the device (under torchrun: this
+        rank's shard of the permutation)."""
+        permutation = distributed.shard(permutation, self.world)
         non_blocking = self.device.type == "cuda"
         if self.loader == "memory":
             perm = permutation.to(self.X.device)

@@ -136,6 +136,7 @@ class TrainingState:
     bad_epochs: int = 0            # epochs since the best one (early stopping)
     epoch_loss_sum: float = 0.0    # partial sums of the unfinished epoch, so a mid-epoch resume is exact
     epoch_samples: int = 0
+    shard_partials: list[list[float]] = field(default_factory=list)  # under torchrun: each rank's partial sums
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed: list[dict[str, Any]] = field(default_factory=list)
     status: str = "running"
@@ -170,12 +171,15 @@ class Checkpointer:
     resolved settings (`config`), the data fingerprint and the model spec."""
 
     def __init__(self, save_dir: Path, parts: StepParts, *, device: torch.device, identity: dict[str, Any],
-                 every: int, keep: int):
+                 every: int, keep: int, enabled: bool = True):
         self.save_dir, self.parts, self.device = Path(save_dir), parts, device
         self.identity, self.every, self.keep = identity, every, keep
+        self.enabled = enabled  # under torchrun only rank 0 writes
 
     def save(self, state: TrainingState, kind: str = "last") -> None:
         """kind: 'last' (epoch ends, interrupts, the end) or 'best'."""
+        if not self.enabled:
+            return
         p = self.parts
         content = {"model": p.net.state_dict(), "optimizer": p.optimizer.state_dict(),
                    "scheduler": p.scheduler.state_dict() if p.scheduler is not None else None,

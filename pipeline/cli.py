@@ -1,6 +1,7 @@
 """What every script in solutions/ shares: turning the project's errors into one line and exit code 2."""
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -14,7 +15,8 @@ def guarded(body: Callable[[], int]) -> int:
     try:
         return body()
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank refuses; one says why
+            print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

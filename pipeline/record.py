@@ -26,7 +26,8 @@ class RunRecord:
 
     def __init__(self, save_dir: Path, *, config: dict[str, Any], schema: dict[str, Any], n_features: int,
                  state: TrainingState, device: str, amp: str, monitor_metric: str,
-                 tracking_info: Callable[[], dict[str, Any]], system_summary: Callable[[], dict[str, Any]]):
+                 tracking_info: Callable[[], dict[str, Any]], system_summary: Callable[[], dict[str, Any]],
+                 world_size: int = 1, enabled: bool = True):
         self.path = Path(save_dir) / "metrics.json"
         self.config, self.schema, self.n_features, self.state = config, schema, n_features, state
         self.device, self.amp, self.monitor_metric = device, amp, monitor_metric
@@ -36,6 +37,8 @@ class RunRecord:
         self.ended_at: str | None = None
         self.message = ""
         self.versions = runtime.versions()
+        self.world_size = world_size
+        self.enabled = enabled  # under torchrun only rank 0 writes
 
     def build(self) -> dict[str, Any]:
         s, schema = self.state, self.schema
@@ -52,6 +55,8 @@ class RunRecord:
             "run": {"name": s.run_name, "status": s.status, "started_at": s.started_at, "ended_at": self.ended_at,
                     "message": self.message, "device": self.device, "amp": self.amp,
                     "pid": os.getpid(), "host": tracking.host_name(), "resumed": s.resumed,
+                    "world_size": self.world_size,
+                    "effective_batch_size": self.config["batch_size"] * self.world_size,
                     "mlflow": self.tracking_info().get("mlflow"), "versions": self.versions},
             "config": self.config,
             "data": {"task": schema["task"], "target": schema["target"], "classes": schema["classes"],
@@ -68,6 +73,8 @@ class RunRecord:
         }
 
     def write(self) -> None:
+        if not self.enabled:
+            return
         fileio.atomic_write_json(self.path, self.build(), durable=False)
 
     def finish(self, message: str = "") -> None:

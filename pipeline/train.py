@@ -35,10 +35,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline import (baselines, batches, checkpoint, config as config_lib, data, evaluate as scoring, fileio,
-                      metrics, model as model_lib, optim, runtime, status as status_lib, tracking)
+from pipeline import (baselines, batches, checkpoint, config as config_lib, data, distributed, evaluate as scoring,
+                      fileio, metrics, model as model_lib, optim, runtime, status as status_lib, tracking)
 from pipeline.checkpoint import TrainingState
-from pipeline.errors import ConfigError
+from pipeline.errors import CheckpointError, ConfigError, PipelineError
 from pipeline.record import RunRecord, read_record
 from pipeline.system import SystemSampler
 
@@ -70,19 +70,24 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
     `model_fn(n_features, n_outputs, **config.model_args) -> nn.Module` builds your own network instead of
     `config.model`; `sinks` receive every record beside the built-in ones (see `pipeline.tracking`)."""
     # Everything that can be refused is checked before the first write.
+    world = distributed.from_environment()  # under torchrun: this process's rank among several
+    if not world.main:
+        log = _quiet  # rank 0 speaks for the run
     dataset = data.load_processed(config.data_dir, mmap=config.loader == "dataloader")
-    device = runtime.resolve_device(config.device)
+    device = distributed.device_for(world, runtime.resolve_device(config.device))
     amp = runtime.resolve_amp(config.amp, device)
     factory, model_ref, model_sha = model_lib.resolve_factory(config.model, model_fn)
-    settings = resolved_settings(config, device=device, amp=amp, model_ref=model_ref, model_sha=model_sha)
+    settings = resolved_settings(config, device=device, amp=amp, model_ref=model_ref, model_sha=model_sha,
+                                 world_size=world.size)
     has_val = dataset.arrays["val"][0].shape[0] > 0
     monitor_metric = metrics.monitored_metric(config.early_stopping_metric, dataset.task, has_validation=has_val)
-    save_dir = make_save_dir(Path(config.save_dir))
+    save_dir = make_save_dir(Path(config.save_dir)) if world.main else Path(config.save_dir)
 
-    with runtime.SaveDirLock(save_dir), runtime.determinism(config.deterministic, device):
-        # 1. where to resume: decided before anything is written
-        resume = checkpoint.find_resume(save_dir, config.resume, config=settings,
-                                        data_fingerprint=dataset.schema["data_sha256"], log=log)
+    lock = runtime.SaveDirLock(save_dir) if world.main else contextlib.nullcontext()  # rank 0 owns the folder
+    with distributed.joined(world, device), lock, runtime.determinism(config.deterministic, device):
+        # 1. where to resume: decided (by rank 0) before anything is written
+        resume = decide_resume(save_dir, config.resume, settings=settings,
+                               data_fingerprint=dataset.schema["data_sha256"], world=world, log=log)
         if resume is not None and resume.nothing_to_do(config.epochs):
             return nothing_to_do(save_dir, resume, log)
 
@@ -97,12 +102,13 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
         net = model_lib.make(factory, dataset.n_features, dataset.n_outputs, model_args, reference=model_ref)
         train_batches = batches.Batches(X_train, y_train, device=device, loader=config.loader,
                                         num_workers=config.num_workers, batch_size=config.batch_size,
-                                        y_dtype=torch.long if dataset.task == "classification" else torch.float32)
+                                        y_dtype=torch.long if dataset.task == "classification" else torch.float32,
+                                        world=world)
         parts = build_parts(net.to(device), config, task=dataset.task, y_train=y_train,
-                            n_outputs=dataset.n_outputs, device=device, amp=amp,
+                            n_outputs=dataset.n_outputs, device=device, amp=amp, world=world,
                             optimizer_steps_per_epoch=math.ceil(len(train_batches) / config.grad_accum_steps))
         checkpoints = checkpoint.Checkpointer(save_dir, parts, device=device, every=config.checkpoint_every,
-                                              keep=config.keep_checkpoints,
+                                              keep=config.keep_checkpoints, enabled=world.main,
                                               identity={"config": settings,
                                                         "data_fingerprint": dataset.schema["data_sha256"],
                                                         "model_spec": spec})
@@ -111,25 +117,30 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
         if resume is None:
             state = TrainingState(started_at=runtime.now(), run_name=config.run_name or save_dir.resolve().name)
         else:
-            state = continue_state(checkpoints.restore(resume.payload), resume, log)
+            state = continue_state(checkpoints.restore(resume.payload), resume, log, world=world)
 
         # 4. open tracking: the sinks, the resource sampler, the run record
-        tracker = tracking.open_tracker(
-            save_dir / "logs", resume_step=state.global_step if resume is not None else None,
-            tensorboard=config.tensorboard, mlflow=config.mlflow, tracking_uri=config.tracking_uri,
-            experiment_name=config.experiment_name, run_name=state.run_name, mlflow_run_id=state.mlflow_run_id,
-            tags={"pipeline.save_dir": str(save_dir.resolve()), "pipeline.task": dataset.task}, extra=sinks)
-        sampler = start_sampler(config.system_interval, tracker, lambda: state.global_step)
+        if world.main:  # one set of logs and one MLflow run per training run, however many processes
+            tracker = tracking.open_tracker(
+                save_dir / "logs", resume_step=state.global_step if resume is not None else None,
+                tensorboard=config.tensorboard, mlflow=config.mlflow, tracking_uri=config.tracking_uri,
+                experiment_name=config.experiment_name, run_name=state.run_name, mlflow_run_id=state.mlflow_run_id,
+                tags={"pipeline.save_dir": str(save_dir.resolve()), "pipeline.task": dataset.task}, extra=sinks)
+        else:
+            tracker = tracking.Tracker([])
+        sampler = start_sampler(config.system_interval if world.main else 0, tracker, lambda: state.global_step)
         record = RunRecord(save_dir, config=settings, schema=dataset.schema, n_features=dataset.n_features,
                            state=state, device=settings["resolved_device"], amp=settings["resolved_amp"],
                            monitor_metric=monitor_metric, tracking_info=tracker.info,
-                           system_summary=lambda: dict(sampler.summary) if sampler is not None else {})
+                           system_summary=lambda: dict(sampler.summary) if sampler is not None else {},
+                           world_size=world.size, enabled=world.main)
         record.write()
         tracker.log_event({"type": "run", "status": "running", "pid": os.getpid(),
                            "host": tracking.host_name(), "run_name": state.run_name, "epochs": config.epochs,
                            "steps_per_epoch": len(train_batches), "start_epoch": state.epoch,
                            "start_step": state.global_step, "device": str(device), "task": dataset.task,
-                           "monitor_metric": monitor_metric, "resumed": resume is not None, "config": settings})
+                           "monitor_metric": monitor_metric, "resumed": resume is not None, "config": settings,
+                           "world_size": world.size})
 
         # 5. fit
         with runtime.Interrupt() as interrupt:
@@ -139,10 +150,11 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
                                              loss_fn=parts.loss_fn, device=device, amp=amp, target_scale=target_scale)
                 status, message = fit(
                     parts, train_batches, state, epochs=config.epochs, seed=config.seed, validate=validate,
-                    task=dataset.task, target_scale=target_scale, monitor_metric=monitor_metric, patience=config.early_stopping_patience,
-                    checkpoints=checkpoints, checkpoint_every=config.checkpoint_every, tracker=tracker,
-                    record=record, interrupt=interrupt, log_every=config.log_every,
-                    progress=runtime.progress_enabled(config.progress), log=log)
+                    task=dataset.task, target_scale=target_scale, monitor_metric=monitor_metric,
+                    patience=config.early_stopping_patience, checkpoints=checkpoints,
+                    checkpoint_every=config.checkpoint_every, tracker=tracker, record=record, interrupt=interrupt,
+                    log_every=config.log_every, progress=world.main and runtime.progress_enabled(config.progress),
+                    world=world, log=log)
             except BaseException as exc:
                 crashed = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
                 end_tracking(crashed, f"{type(exc).__name__}: {exc}", state=state, record=record, tracker=tracker,
@@ -151,7 +163,7 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
 
         # 6. finish: score the best weights on the test split, export them, close tracking
         state.status = status
-        if status in status_lib.FINISHED:
+        if status in status_lib.FINISHED and world.main:
             record.test = finish_training(parts, checkpoints, dataset, device=device, target_scale=target_scale,
                                           spec=spec, save_dir=save_dir, settings=settings,
                                           register_as=config.register_model, tracker=tracker, state=state)
@@ -171,31 +183,34 @@ def fit(parts: optim.StepParts, train_batches: batches.Batches, state: TrainingS
         validate: Callable[[nn.Module], dict[str, Any]], task: str, target_scale: tuple[float, float],
         monitor_metric: str, patience: int,
         checkpoints: checkpoint.Checkpointer, checkpoint_every: int, tracker: tracking.Tracker, record: RunRecord,
-        interrupt: runtime.Interrupt, log_every: int, progress: bool, log: Log) -> tuple[str, str]:
+        interrupt: runtime.Interrupt, log_every: int, progress: bool, world: distributed.World,
+        log: Log) -> tuple[str, str]:
     """The epoch loop. Returns (status, message): completed, early_stopped, interrupted or failed.
 
-    `validate(net)` scores the validation split ({} when there is none)."""
+    `validate(net)` scores the validation split ({} when there is none). Under torchrun every rank runs this
+    loop in step: rank 0 validates and the others learn its scores, so all decide alike."""
     for epoch in range(state.epoch, epochs):
         totals = train_one_epoch(parts, train_batches, state, permutation=batches.epoch_permutation(
                                      seed, epoch, train_batches.n), epoch=epoch, epochs=epochs,
                                  task=task, target_scale=target_scale, log_every=log_every, tracker=tracker,
-                                 interrupt=interrupt, progress=progress)
+                                 interrupt=interrupt, progress=progress, world=world)
         if totals.non_finite is not None:
             return "failed", non_finite_message(totals.non_finite, epoch, state.global_step)
 
         stop = None
         if totals.finished:
             # --- validate and record the epoch
+            loss_sum, samples = distributed.total(world, totals.loss_sum, totals.samples)  # every rank's shard
             entry: dict[str, Any] = {"epoch": epoch + 1, "step": state.global_step,
-                                     "train_loss": totals.loss_sum / max(1, totals.samples)}
+                                     "train_loss": loss_sum / max(1, samples)}
             if not math.isfinite(entry["train_loss"]):
                 return "failed", non_finite_message(entry["train_loss"], epoch, state.global_step)
-            val = validate(parts.net)
+            val = distributed.from_main(world, validate(parts.net) if world.main else None)
             if val:
                 if not math.isfinite(val["loss"]):
                     return "failed", non_finite_message(val["loss"], epoch, state.global_step)
                 entry.update({f"val_{k}": v for k, v in val.items()})
-            entry.update(timings(totals, lr=parts.optimizer.param_groups[0]["lr"]))
+            entry.update(timings(totals, lr=parts.optimizer.param_groups[0]["lr"], samples=samples))
             if isinstance(parts.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 current = entry[monitor_metric]
                 parts.scheduler.step(-current if metrics.higher_is_better(monitor_metric) else current)  # mode=min
@@ -213,7 +228,9 @@ def fit(parts: optim.StepParts, train_batches: batches.Batches, state: TrainingS
         if stop is None and interrupt.signum is not None:
             stop = "interrupted"
 
-        # --- checkpoint
+        # --- checkpoint (a mid-epoch one keeps every rank's partial sums, for an exact resume)
+        if not totals.finished and world.launched:
+            state.shard_partials = distributed.gather(world, [totals.loss_sum, totals.samples])
         if stop is not None:
             state.status = stop
         if stop is not None or state.epoch % checkpoint_every == 0 or state.epoch == epochs:
@@ -244,9 +261,10 @@ def train_one_epoch(parts: optim.StepParts, train_batches: batches.Batches, stat
                     permutation: torch.Tensor, epoch: int, epochs: int, task: str,
                     target_scale: tuple[float, float],
                     log_every: int, tracker: tracking.Tracker, interrupt: runtime.Interrupt,
-                    progress: bool) -> EpochTotals:
+                    progress: bool, world: distributed.World = distributed.World()) -> EpochTotals:
     """One pass over the training batches in `permutation` order, from `state.step_in_epoch` on (a mid-epoch
-    resume). Advances `state`'s step counters; logs a step record every `log_every` batches."""
+    resume). Advances `state`'s step counters; logs a step record every `log_every` batches. Under torchrun the
+    ranks agree after every step on a signal or a non-finite loss any of them saw, so all stop together."""
     parts.model.train()
     regression = task == "regression"
     mean, std = target_scale
@@ -287,8 +305,14 @@ def train_one_epoch(parts: optim.StepParts, train_batches: batches.Batches, stat
             optimizer_step(parts)
             if per_step_schedule:
                 parts.scheduler.step()
+        value = None
         if state.global_step % log_every == 0:
             value = loss.item()  # one host sync per log interval, not per step
+        if world.launched:
+            interrupt.signum, any_non_finite = distributed.agree(
+                world, interrupt.signum, value is not None and not math.isfinite(value))
+            value = float("nan") if any_non_finite and (value is None or math.isfinite(value)) else value
+        if value is not None:
             if not math.isfinite(value):
                 return totals(False, non_finite=value)
             tracker.log_dict({"loss": value, "lr": parts.optimizer.param_groups[0]["lr"], "epoch": epoch + 1},
@@ -320,7 +344,7 @@ def end_epoch(state: TrainingState, entry: dict[str, Any], monitor_metric: str) 
     """Count the finished epoch into `state` (history, best, epochs without improvement); True if best."""
     improved = metrics.is_better(monitor_metric, entry[monitor_metric], state.best_value)
     state.epoch, state.step_in_epoch = entry["epoch"], 0
-    state.epoch_loss_sum, state.epoch_samples = 0.0, 0
+    state.epoch_loss_sum, state.epoch_samples, state.shard_partials = 0.0, 0, []
     if improved:
         state.best_value, state.best_epoch, state.bad_epochs = entry[monitor_metric], entry["epoch"], 0
     else:
@@ -331,11 +355,13 @@ def end_epoch(state: TrainingState, entry: dict[str, Any], monitor_metric: str) 
 
 # ------------------------------------------------------------------------------------- building blocks
 def resolved_settings(config: TrainConfig, *, device: torch.device, amp: torch.dtype | None, model_ref: str,
-                      model_sha: str | None) -> dict[str, Any]:
+                      model_sha: str | None, world_size: int = 1) -> dict[str, Any]:
     """The settings as recorded in checkpoints and metrics.json: the config, the model by its canonical
-    reference and content hash, and what `auto` resolved to."""
-    return {**config.to_dict(), "model": model_ref, "model_sha256": model_sha, "resolved_device": str(device),
-            "resolved_amp": str(amp).replace("torch.", "") if amp else "off"}
+    reference and content hash, what `auto` resolved to, and the number of processes (a resume must match it:
+    each process's shard of the data depends on it)."""
+    return {**config.to_dict(), "model": model_ref, "model_sha256": model_sha,
+            "resolved_device": "cuda" if device.type == "cuda" and world_size > 1 else str(device),
+            "resolved_amp": str(amp).replace("torch.", "") if amp else "off", "world_size": world_size}
 
 
 def mlp_args(config: TrainConfig) -> dict[str, Any]:
@@ -351,8 +377,10 @@ def standardisation(task: str, y_train: np.ndarray) -> tuple[float, float]:
 
 
 def build_parts(net: nn.Module, config: TrainConfig, *, task: str, y_train: np.ndarray, n_outputs: int,
-                device: torch.device, amp: torch.dtype | None, optimizer_steps_per_epoch: int) -> optim.StepParts:
-    """The optimizer, schedule, loss and scaler around `net` (already on `device`)."""
+                device: torch.device, amp: torch.dtype | None, optimizer_steps_per_epoch: int,
+                world: distributed.World = distributed.World()) -> optim.StepParts:
+    """The optimizer, schedule, loss and scaler around `net` (already on `device`); under torchrun the loop
+    calls it through DistributedDataParallel, which averages the gradients across processes."""
     class_weight = None
     if task == "classification" and config.class_weights == "balanced":
         class_weight = optim.balanced_class_weights(y_train, n_outputs)
@@ -362,7 +390,8 @@ def build_parts(net: nn.Module, config: TrainConfig, *, task: str, y_train: np.n
                                       epochs=config.epochs, steps_per_epoch=optimizer_steps_per_epoch,
                                       step_size=config.step_size, gamma=config.gamma,
                                       plateau_patience=config.early_stopping_patience // 3)
-    return optim.StepParts(net=net, model=torch.compile(net) if config.compile else net, optimizer=optimizer,
+    model = distributed.wrap(net, world, device)
+    return optim.StepParts(net=net, model=torch.compile(model) if config.compile else model, optimizer=optimizer,
                            scheduler=scheduler, scaler=torch.amp.GradScaler("cuda") if amp == torch.float16 else None,
                            loss_fn=optim.build_loss(task, config.loss, class_weight).to(device), amp=amp,
                            accum_steps=config.grad_accum_steps, grad_clip=config.grad_clip)
@@ -375,6 +404,34 @@ def make_save_dir(save_dir: Path) -> Path:
     return save_dir
 
 
+def decide_resume(save_dir: Path, resume: str, *, settings: dict[str, Any], data_fingerprint: str,
+                  world: distributed.World, log: Log) -> checkpoint.Resume | None:
+    """Rank 0 decides where to resume (it alone may clear old outputs); under torchrun the others learn the
+    checkpoint it chose, or its refusal, and load the same file."""
+    found, refusal = None, None
+    if world.main:
+        try:
+            found = checkpoint.find_resume(save_dir, resume, config=settings, data_fingerprint=data_fingerprint,
+                                           log=log)
+        except PipelineError as exc:
+            if not world.launched:
+                raise
+            refusal = exc
+    chosen, message = distributed.from_main(world, (str(found.path) if found else None,
+                                                    str(refusal) if refusal else None))
+    if refusal is not None:
+        raise refusal
+    if message is not None:
+        raise CheckpointError(message)
+    if world.main or chosen is None:
+        return found
+    return checkpoint.Resume(Path(chosen), checkpoint.load_checkpoint(Path(chosen)))
+
+
+def _quiet(message: str) -> None:
+    """The log of ranks other than 0."""
+
+
 def nothing_to_do(save_dir: Path, resume: checkpoint.Resume, log: Log) -> RunResult:
     state = resume.payload["state"]
     planned = max(resume.payload["config"].get("epochs", state["epoch"]), state["epoch"])
@@ -384,8 +441,13 @@ def nothing_to_do(save_dir: Path, resume: checkpoint.Resume, log: Log) -> RunRes
     return RunResult(state["status"], 0, save_dir, read_record(save_dir) or {})
 
 
-def continue_state(state: TrainingState, resume: checkpoint.Resume, log: Log) -> TrainingState:
-    """A restored state, marked as running again, with this resume noted."""
+def continue_state(state: TrainingState, resume: checkpoint.Resume, log: Log, *,
+                   world: distributed.World = distributed.World()) -> TrainingState:
+    """A restored state, marked as running again, with this resume noted (under torchrun: with this rank's own
+    partial sums of an unfinished epoch)."""
+    if state.shard_partials:
+        loss_sum, samples = state.shard_partials[world.rank]
+        state.epoch_loss_sum, state.epoch_samples = loss_sum, int(samples)
     if resume.finished:
         state.bad_epochs = 0  # continuing past an early stop: give the new epochs a fresh patience
     state.status = "running"
@@ -414,9 +476,10 @@ def save(checkpoints: checkpoint.Checkpointer, state: TrainingState, tracker: tr
     checkpoints.save(state, kind)
 
 
-def timings(totals: EpochTotals, *, lr: float) -> dict[str, float]:
+def timings(totals: EpochTotals, *, lr: float, samples: int) -> dict[str, float]:
+    """Rank 0's clock; `samples`: every rank's, so samples_per_second is the whole job's throughput."""
     return {"lr": lr, "epoch_seconds": round(totals.seconds, 4),
-            "samples_per_second": round(totals.samples / max(totals.seconds, 1e-9), 1),
+            "samples_per_second": round(samples / max(totals.seconds, 1e-9), 1),
             "data_seconds": round(totals.data_seconds, 4),
             "compute_seconds": round(max(0.0, totals.seconds - totals.data_seconds), 4)}
 

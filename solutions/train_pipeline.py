@@ -1,7 +1,9 @@
-"""Phase 2 CLI: train a network (the MLP, or your own with --model) on a prepared dataset, with exact checkpoint/resume and tracking.
+"""Phase 2 CLI: train a network (the MLP, or your own with --model) on a prepared dataset, with exact
+checkpoint/resume and tracking.
 
     python solutions/train_pipeline.py --data-dir processed_data --epochs 50 --batch-size 32 \
         --learning-rate 0.001 --save-dir checkpoints
+    torchrun --standalone --nproc_per_node=2 solutions/train_pipeline.py ...   # DistributedDataParallel
 
 Re-running the same command after a crash or Ctrl-C continues where it stopped. Exit codes: 0 completed or
 early-stopped, 1 failed (e.g. non-finite loss), 2 bad input, 130/143 after SIGINT/SIGTERM (state saved).
@@ -15,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from pipeline import cli, config, metrics, model, train  # noqa: E402
+from pipeline import cli, config, distributed, metrics, model, train  # noqa: E402
 from pipeline.errors import ConfigError  # noqa: E402
 
 
@@ -86,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         values = load_yaml(args.pop("config")) if "config" in args else {}
         values.update(args)
         result = train.run(config.make_config(values))
-        print(f"metrics: {result.save_dir / 'metrics.json'}")
+        if distributed.from_environment().main:  # under torchrun, rank 0 speaks for the run
+            print(f"metrics: {result.save_dir / 'metrics.json'}")
         return result.exit_code
 
     return cli.guarded(body)
