@@ -18,6 +18,7 @@ inputs reaching them are already standardised with the training split's statisti
   the rest (a reparametrisation: with Adam, a weight used as `factor * w` moves `factor` times faster), so the
   network can switch useless features off early.
 - A 3 x 256 body with dropout 0.15 and SELU (classification) or Mish (regression), RealMLP's defaults.
+  `--model-args '{"embedding": "none"}'` leaves the embedding out (clip -> scale -> body), for comparison.
 - `build_tabm` (Gorishniy et al., "TabM", ICLR 2025): k members share the body; each has its own input
   adapter (random ±1 signs at start, as in TabM-mini) and its own head. At evaluation the members' predictions
   are averaged (probabilities for classification, values for regression). In training each row is routed to
@@ -171,20 +172,22 @@ def _auto_activation(activation: str, n_outputs: int) -> str:
 
 
 def build_realmlp(n_features: int, n_outputs: int, width: int = 256, depth: int = 3, dropout: float = 0.15,
-                  activation: str = "auto", embedding: str = "periodic", n_frequencies: int = 16, embedding_dim: int = 4,
-                  frequency_scale: float = 0.1, scale_lr_factor: float = 16.0, clip: float = 3.0) -> RealMLP:
+                  activation: str = "auto", embedding: str = "periodic", n_frequencies: int = 16,
+                  embedding_dim: int = 4, frequency_scale: float = 0.1, scale_lr_factor: float = 16.0,
+                  clip: float = 3.0) -> RealMLP:
     """A RealMLP-style network (`--model realmlp`); every default is meant to work untuned."""
     return RealMLP(n_features, n_outputs, width=width, depth=depth, dropout=dropout,
-                   activation=_auto_activation(activation, n_outputs), embedding=embedding, n_frequencies=n_frequencies,
-                   embedding_dim=embedding_dim, frequency_scale=frequency_scale, scale_lr_factor=scale_lr_factor,
-                   clip=clip)
+                   activation=_auto_activation(activation, n_outputs), embedding=embedding,
+                   n_frequencies=n_frequencies, embedding_dim=embedding_dim, frequency_scale=frequency_scale,
+                   scale_lr_factor=scale_lr_factor, clip=clip)
 
 
 def build_tabm(n_features: int, n_outputs: int, k: int = 8, width: int = 256, depth: int = 3, dropout: float = 0.15,
-               activation: str = "auto", embedding: str = "periodic", n_frequencies: int = 16, embedding_dim: int = 4,
-               frequency_scale: float = 0.1, scale_lr_factor: float = 16.0, clip: float = 3.0) -> TabM:
+               activation: str = "auto", embedding: str = "periodic", n_frequencies: int = 16,
+               embedding_dim: int = 4, frequency_scale: float = 0.1, scale_lr_factor: float = 16.0,
+               clip: float = 3.0) -> TabM:
     """RealMLP's inputs with a TabM-mini ensemble of `k` members (`--model tabm`)."""
     return TabM(n_features, n_outputs, k=k, width=width, depth=depth, dropout=dropout,
-                activation=_auto_activation(activation, n_outputs), embedding=embedding, n_frequencies=n_frequencies,
-                embedding_dim=embedding_dim, frequency_scale=frequency_scale, scale_lr_factor=scale_lr_factor,
-                clip=clip)
+                activation=_auto_activation(activation, n_outputs), embedding=embedding,
+                n_frequencies=n_frequencies, embedding_dim=embedding_dim, frequency_scale=frequency_scale,
+                scale_lr_factor=scale_lr_factor, clip=clip)
