@@ -1,0 +1,242 @@
+"""The checks of exercises/04_reporting.ipynb, tested in-process: each check must reject plausible wrong
+answers (with a message saying what was expected and what came) and accept a correct answer written
+differently from the solution. The notebook's cells are exec'd in order with the answer substituted."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from pipeline import course
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "solutions" / "04_reporting.ipynb"
+
+
+def run_check(number: int, answer: str | None = None) -> dict:
+    """Run the solution notebook's code cells up to exercise `number`'s check, with `answer` (source code) in
+    place of that exercise's solution; returns the namespace. Earlier exercises keep their solutions."""
+    cells = [c for c in nbformat.read(str(NOTEBOOK), as_version=4).cells if c.cell_type == "code"]
+    namespace: dict = {"__name__": "__main__"}
+    seen = 0
+    for cell in cells:
+        tags = cell.metadata.get("tags", [])
+        if "exercise" in tags:
+            seen += 1
+            if seen == number and answer is not None:
+                exec(compile(textwrap.dedent(answer), f"<answer {number}>", "exec"), namespace)
+                continue
+        exec(compile(cell.source, f"<cell {seen}>", "exec"), namespace)
+        if "check" in tags and seen == number:
+            return namespace
+    raise AssertionError(f"exercise {number} has no check cell")
+
+
+def assert_rejected(number: int, answer: str) -> None:
+    with pytest.raises(AssertionError) as failure:
+        run_check(number, answer)
+    message = str(failure.value)
+    assert "expected" in message and "got" in message, f"the check's message does not say what was expected and got: {message!r}"
+
+
+SCORES = """
+    import numpy as np
+    def per_class_scores(m):
+        d = np.diag(m).astype(float)
+        p = np.divide(d, {p_axis}, out=np.zeros_like(d), where={p_axis} > 0)
+        r = np.divide(d, {r_axis}, out=np.zeros_like(d), where={r_axis} > 0)
+        f = {f1}
+        return {{"precision": p, "recall": r, "f1": f}}
+    """
+HARMONIC = "np.divide(2 * p * r, p + r, out=np.zeros_like(d), where=p + r > 0)"
+SECTION = """
+    import base64, html, io
+    import matplotlib.pyplot as plt
+    def figure_section(title, figure):
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="{fmt}")
+        {close}
+        data = {data}
+        name = {name}
+        return f'<section><h2>{{name}}</h2><img alt="{{name}}" src="data:image/png;base64,{{data}}"></section>'
+    """
+GOOD_SECTION = dict(fmt="png", close="plt.close(figure)", data='base64.b64encode(buffer.getvalue()).decode("ascii")',
+                    name="html.escape(title)")
+GAP = """
+    def generalisation_gap(records):
+        gaps = [(r["epoch"], {gap}) for r in records]
+        best = min(records, key=lambda r: r["val_loss"])
+        last, previous = records[-1], records[-2] if len(records) > 1 else records[-1]
+        return gaps, "overfitting" if {rule} else "ok"
+    """
+GOOD_GAP = dict(gap='r["val_loss"] - r["train_loss"]',
+                rule='last["val_loss"] > best["val_loss"] and last["train_loss"] < best["train_loss"]')
+
+WRONG = {
+    1: {
+        "precision and recall swapped (rows for columns)": SCORES.format(p_axis="m.sum(axis=1)", r_axis="m.sum(axis=0)",
+                                                                         f1=HARMONIC),
+        "NaN where nothing was predicted": """
+            import numpy as np
+            def per_class_scores(m):
+                d = np.diag(m).astype(float)
+                with np.errstate(all="ignore"):
+                    p, r = d / m.sum(axis=0), d / m.sum(axis=1)
+                    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r)}
+            """,
+        "F1 as the arithmetic mean": SCORES.format(p_axis="m.sum(axis=0)", r_axis="m.sum(axis=1)", f1="(p + r) / 2"),
+        "integer division of counts": """
+            import numpy as np
+            def per_class_scores(m):
+                d = np.diag(m)
+                p = np.where(m.sum(axis=0) > 0, d // np.maximum(m.sum(axis=0), 1), 0)
+                r = np.where(m.sum(axis=1) > 0, d // np.maximum(m.sum(axis=1), 1), 0)
+                f = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1), 0)
+                return {"precision": p, "recall": r, "f1": f}
+            """,
+    },
+    2: {
+        "the position in the list instead of the epoch number": """
+            def best_epoch(records, metric, higher_is_better):
+                present = [(i, r) for i, r in enumerate(records) if r.get(metric) is not None]
+                if not present:
+                    return None
+                pick = max if higher_is_better else min
+                return pick(present, key=lambda ir: ir[1][metric])[0] + 1
+            """,
+        "always the lowest (ignores the direction)": """
+            def best_epoch(records, metric, higher_is_better):
+                present = [r for r in records if r.get(metric) is not None]
+                return min(present, key=lambda r: r[metric])["epoch"] if present else None
+            """,
+        "the latest of equal values (<= instead of <)": """
+            def best_epoch(records, metric, higher_is_better):
+                best = None
+                for r in records:
+                    v = r.get(metric)
+                    if v is None:
+                        continue
+                    if best is None or (v >= best[metric] if higher_is_better else v <= best[metric]):
+                        best = r
+                return best["epoch"] if best else None
+            """,
+        "the best value instead of its epoch": """
+            def best_epoch(records, metric, higher_is_better):
+                values = [r[metric] for r in records if r.get(metric) is not None]
+                return (max if higher_is_better else min)(values) if values else None
+            """,
+    },
+    3: {
+        "last val_loss against the previous epoch, not the best": GAP.format(
+            gap=GOOD_GAP["gap"], rule='last["val_loss"] > previous["val_loss"] and last["train_loss"] < best["train_loss"]'),
+        "the gap with its sign reversed": GAP.format(gap='r["train_loss"] - r["val_loss"]', rule=GOOD_GAP["rule"]),
+        "ignores the training loss": GAP.format(gap=GOOD_GAP["gap"], rule='last["val_loss"] > best["val_loss"]'),
+        ">= the best (a tie counts as worse)": GAP.format(
+            gap=GOOD_GAP["gap"], rule='last["val_loss"] >= best["val_loss"] and last["train_loss"] < best["train_loss"]'),
+    },
+    4: {
+        "bytes formatted into the f-string (b'...')": SECTION.format(**{**GOOD_SECTION, "data": "base64.b64encode(buffer.getvalue())"}),
+        "the title not escaped": SECTION.format(**{**GOOD_SECTION, "name": "title"}),
+        "the figure left open": SECTION.format(**{**GOOD_SECTION, "close": "pass"}),
+        "an SVG labelled as PNG": SECTION.format(**{**GOOD_SECTION, "fmt": "svg"}),
+    },
+}
+
+RIGHT = {
+    1: {
+        "with NumPy's errstate and nan_to_num": """
+            import numpy as np
+            def per_class_scores(m):
+                m = np.asarray(m, dtype=float)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    p = np.nan_to_num(np.diag(m) / m.sum(axis=0))
+                    r = np.nan_to_num(np.diag(m) / m.sum(axis=1))
+                    f = np.nan_to_num(2 / (1 / p + 1 / r))
+                return {"precision": p, "recall": r, "f1": f}
+            """,
+        "scikit-learn from the expanded labels": """
+            import numpy as np
+            from sklearn.metrics import precision_recall_fscore_support
+            def per_class_scores(m):
+                true = np.repeat(np.arange(len(m)), m.sum(axis=1))
+                pred = np.concatenate([np.repeat(np.arange(len(m)), row) for row in m])
+                p, r, f, _ = precision_recall_fscore_support(true, pred, labels=np.arange(len(m)), zero_division=0)
+                return {"precision": p, "recall": r, "f1": f}
+            """,
+    },
+    2: {
+        "a loop with metrics.is_better": """
+            from pipeline import metrics
+            def best_epoch(records, metric, higher_is_better):
+                best, value = None, None
+                for r in records:
+                    v = r.get(metric)
+                    if v is None:
+                        continue
+                    if value is None or (v > value if higher_is_better else v < value):
+                        best, value = r["epoch"], v
+                return best
+            """,
+        "sorted with a stable sort": """
+            def best_epoch(records, metric, higher_is_better):
+                present = [r for r in records if r.get(metric) is not None]
+                sign = -1 if higher_is_better else 1
+                return sorted(present, key=lambda r: sign * r[metric])[0]["epoch"] if present else None
+            """,
+    },
+    3: {
+        "with NumPy arrays": """
+            import numpy as np
+            def generalisation_gap(records):
+                t = np.array([r["train_loss"] for r in records])
+                v = np.array([r["val_loss"] for r in records])
+                b = int(np.argmin(v))
+                gaps = list(zip([r["epoch"] for r in records], (v - t).tolist()))
+                return gaps, ("overfitting" if v[-1] > v[b] and t[-1] < t[b] else "ok")
+            """,
+    },
+    4: {
+        "through the package's figure_html": """
+            import html
+            from pipeline import report
+            def figure_section(title, figure):
+                return f"<section><h2>{html.escape(title)}</h2>{report.figure_html(figure, title)}</section>"
+            """,
+    },
+}
+
+
+@pytest.mark.parametrize("number", sorted(WRONG))
+def test_the_solution_passes_its_check(number: int):
+    run_check(number)
+
+
+@pytest.mark.parametrize("number,name", [(n, name) for n, answers in WRONG.items() for name in answers],
+                         ids=lambda v: str(v))
+def test_a_wrong_answer_is_rejected(number: int, name: str):
+    assert_rejected(number, WRONG[number][name])
+
+
+@pytest.mark.parametrize("number,name", [(n, name) for n, answers in RIGHT.items() for name in answers],
+                         ids=lambda v: str(v))
+def test_a_correct_answer_written_differently_is_accepted(number: int, name: str):
+    run_check(number, RIGHT[number][name])
+
+
+@pytest.mark.parametrize("number", sorted(WRONG))
+def test_the_unsolved_stub_fails_with_a_friendly_message(number: int):
+    cells = [c for c in nbformat.read(str(NOTEBOOK), as_version=4).cells if "exercise" in c.metadata.get("tags", [])]
+    stub = course.stub_source(cells[number - 1].source, f"Exercise {number}")
+    with pytest.raises(NotImplementedError, match=f"Exercise {number}: not solved yet"):
+        run_check(number, stub)
+
+
+def test_every_exercise_has_a_hint_and_is_tested():
+    cells = nbformat.read(str(NOTEBOOK), as_version=4).cells
+    exercises = [i for i, c in enumerate(cells) if "exercise" in c.metadata.get("tags", [])]
+    assert len(exercises) >= 4 and sorted(WRONG) == sorted(RIGHT) == list(range(1, len(exercises) + 1))
+    for i in exercises:
+        assert cells[i - 1].cell_type == "markdown" and "<details><summary>Hint" in cells[i - 1].source
+        assert "check" in cells[i + 1].metadata.get("tags", [])
+    assert all(len(answers) >= 2 for answers in WRONG.values())
