@@ -1406,6 +1406,9 @@ def check_output_dir(output_dir: Path, *, data_path: Path | None = None) -> None
                             "--output-dir")
         raise DataError(f"{output_dir}: is a mount point, which prepare cannot replace (it builds the folder beside "
                         f"it and renames it in); pass a folder inside it, e.g. --output-dir {output_dir / 'processed'}")
+    if not os.access(output_dir, os.W_OK | os.X_OK):  # a folder its owner made read-only is not ours to replace
+        raise DataError(f"{output_dir}: is read-only ({_why_unwritable(output_dir)}); make it writable or choose "
+                        "another --output-dir")
     try:
         entries = sorted(os.listdir(output_dir))
     except OSError as exc:

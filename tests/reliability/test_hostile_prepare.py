@@ -316,3 +316,20 @@ def test_unreadable_input_and_unwritable_folder_as_a_user(tmp_path: Path):
         locked.chmod(0o755)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert f"cannot write in {locked} (permission denied)" in result.stderr
+
+
+def test_a_read_only_output_folder_is_not_replaced(tmp_path: Path):
+    if not permissions_apply(tmp_path):
+        pytest.skip("file permissions do not apply to this process")
+    out = tmp_path / "processed"
+    assert prepare_dataset.main(["--data-path", str(BUNDLED), "--output-dir", str(out)]) == 0
+    before = digest(out)
+    out.chmod(0o555)
+    try:
+        result = script("prepare_dataset.py", "--data-path", BUNDLED, "--output-dir", out, "--seed", "5",
+                        unprivileged=True)
+    finally:
+        out.chmod(0o755)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"{out}: is read-only (permission denied); make it writable or choose another --output-dir" in result.stderr
+    assert digest(out) == before
