@@ -19,8 +19,15 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # JupyterLab serves the repository root (lessons, exercises and solutions all open) and opens on the lessons;
 # LAB_ARGS adds flags, e.g. make lab LAB_ARGS=--port=8899
 LAB_ARGS ?=
+# The team tracking server (make mlflow-server): any SQLAlchemy URI for the store, e.g.
+#   make mlflow-server MLFLOW_STORE=postgresql://mlflow@db/mlflow HOST=0.0.0.0 AUTH=1
+# Beyond 127.0.0.1 it needs AUTH=1 and MLFLOW_AUTH_ADMIN_PASSWORD in the environment (never on a command line).
+MLFLOW_STORE ?= sqlite:///mlflow-server.db
+MLFLOW_ARTIFACTS ?= ./mlartifacts
+MLFLOW_PORT ?= 5000
+AUTH ?=
 
-.PHONY: setup demo test lab mlflow-ui tensorboard check exercises sweep benchmarks clean
+.PHONY: setup demo test lab mlflow-ui mlflow-server tensorboard check exercises sweep benchmarks clean
 
 setup: $(VENV)/.installed
 
@@ -43,6 +50,10 @@ lab: setup
 
 mlflow-ui: setup
 	$(BIN)/mlflow ui --host $(HOST) --port 5000 --backend-store-uri sqlite:///mlflow.db
+
+mlflow-server: setup
+	$(PY) -m pipeline.server --host $(HOST) --port $(MLFLOW_PORT) --backend-store-uri $(MLFLOW_STORE) \
+	  --artifacts-destination $(MLFLOW_ARTIFACTS) $(if $(AUTH),--auth)
 
 tensorboard: setup
 	$(BIN)/tensorboard --host $(HOST) --port 6006 --logdir_spec runs:runs,checkpoints:checkpoints

@@ -126,14 +126,14 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
-    """A real `mlflow server` on 127.0.0.1 and a free port, started once, stopped by PID."""
+    """A real `mlflow server` on 127.0.0.1 and a free port, started once the way `make mlflow-server` starts it
+    (`python -m pipeline.server`, which becomes the server: same PID), stopped by PID."""
     base = tmp_path_factory.mktemp("mlflow_server")
     port = free_port()
     log = open(base / "server.log", "w")
     process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{base / 'server.db'}",
-         "--default-artifact-root", str(base / "artifacts")],
+        [sys.executable, "-m", "pipeline.server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{base / 'server.db'}", "--artifacts-destination", str(base / "artifacts")],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
