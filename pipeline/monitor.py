@@ -259,8 +259,8 @@ def process_alive(pid: int, started_by: float | None = None) -> bool:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:
             return False
-        # create_time is derived from boot time and clock ticks: allow a second of slack
-        return started_by is None or process.create_time() <= started_by + 1.0
+        # create_time is derived from the boot time (whole seconds) and clock ticks: allow two seconds of slack
+        return started_by is None or process.create_time() <= started_by + 2.0
     except psutil.NoSuchProcess:
         return False
     except (psutil.AccessDenied, OSError):
