@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 from pipeline.errors import ConfigError, PipelineError
 
-NOTEBOOKS = ("01_data_preparation", "02_training_pipeline", "03_monitoring", "04_reporting")
+NOTEBOOKS = ("01_data_preparation", "02_training_pipeline", "03_monitoring", "04_reporting", "05_performance")
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 
 
@@ -183,7 +183,7 @@ def execute(notebook: str, output: Path, parameters: dict[str, Any], *, log: Any
 
 
 def demo(params_path: Path, run_dir: Path, *, log: Any = print) -> dict[str, Path]:
-    """The whole course, 01 -> 04, on the bundled data; returns where every artefact is."""
+    """The whole course, 01 -> 05, on the bundled data; returns where every artefact is."""
     params = load_params(params_path)
     run_dir = resolve(str(run_dir), "runs/demo")
     common = dict(params.get("common") or {})
@@ -198,6 +198,7 @@ def demo(params_path: Path, run_dir: Path, *, log: Any = print) -> dict[str, Pat
         "02_training_pipeline": {"data_dir": data_dir, "save_dir": str(runs), "work_dir": str(run_dir)},
         "03_monitoring": {"data_dir": data_dir, "work_dir": str(run_dir / "monitoring")},
         "04_reporting": {"output_html": str(paths["report"])},  # metrics_path: once 02 has trained
+        "05_performance": {"work_dir": str(run_dir / "performance")},
     }
     total = 0.0
     log(f"course demo: {params_path} -> {run_dir}")
@@ -369,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.course", description="course entry points")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="run notebooks 01-04 with papermill")
+    p_demo = sub.add_parser("demo", help="run notebooks 01-05 with papermill")
     p_demo.add_argument("--params", type=Path, default=Path("params/demo.yaml"))
     p_demo.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
     p_sweep = sub.add_parser("sweep", help="notebook 02 for several learning rates + a comparison report")
