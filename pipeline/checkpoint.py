@@ -229,14 +229,26 @@ class Resume:
         return self.finished and epochs <= max(planned, state["epoch"])
 
 
+def arrays_sha256(arrays: dict[str, tuple[Any, Any]]) -> str:
+    """A hash of the processed splits' contents (schema.json's fingerprint covers only the schema: an edited
+    train_X.npy must not pass for the data a checkpoint was trained on)."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        for part in arrays[name]:
+            digest.update(f"{name}:{part.dtype}{part.shape}".encode())
+            digest.update(memoryview(part).cast("B") if part.flags.c_contiguous else part.tobytes())
+    return digest.hexdigest()
+
+
 def find_resume(save_dir: Path, resume: str, *, config: dict[str, Any], data_fingerprint: str,
-                log: Callable[[str], None]) -> Resume | None:
+                log: Callable[[str], None], arrays_fingerprint: str | None = None) -> Resume | None:
     """Which checkpoint the run continues from (None: a fresh start), decided before anything is written.
 
     `resume`: auto (the newest valid checkpoint in `save_dir`, if any), never (clear this pipeline's earlier
     outputs there) or a checkpoint path. A checkpoint whose settings or data differ is refused, listing what
     differs."""
     save_dir = Path(save_dir)
+    remove_stale_temporaries(save_dir)
     if resume == "never":
         clear_run_outputs(save_dir)
         return None
@@ -257,11 +269,30 @@ def find_resume(save_dir: Path, resume: str, *, config: dict[str, Any], data_fin
     if differences:
         raise CheckpointError(f"{path}: this run was started with different settings (" + "; ".join(differences)
                               + "); use a new --save-dir or --resume never")
-    if payload["data_fingerprint"] != data_fingerprint:
+    saved_arrays = payload.get("arrays_sha256")  # absent from checkpoints written before it was recorded
+    if payload["data_fingerprint"] != data_fingerprint or (saved_arrays and arrays_fingerprint
+                                                           and saved_arrays != arrays_fingerprint):
         raise CheckpointError(f"{path}: the checkpoint was trained on different data than "
                               f"{config.get('data_dir')} (data fingerprint differs); "
                               "use a new --save-dir or --resume never")
     return Resume(path, payload)
+
+
+# What a run writes atomically, by name: a kill between writing the temporary file and renaming it over its
+# target leaves `.NAME.<12 hex>.tmp` behind (see fileio.atomic_write_bytes).
+STALE = re.compile(r"^\.(last\.pt|best\.pt|ckpt-epoch\d+\.pt|metrics\.json|model\.safetensors|config\.yaml)"
+                   r"\.[0-9a-f]{12}\.tmp$")
+
+
+def remove_stale_temporaries(save_dir: Path) -> list[Path]:
+    """Delete the temporary files a killed run left half-written (only ours, by name; call it holding the
+    save-dir lock, so no live writer owns them). Returns what was removed."""
+    removed = []
+    for path in Path(save_dir).iterdir():
+        if STALE.match(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def clear_run_outputs(save_dir: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,15 +108,60 @@ def make_config(values: dict[str, Any]) -> TrainConfig:
     values = dict(values)
     if isinstance(values.get("hidden_sizes"), str):
         values["hidden_sizes"] = parse_sizes(values["hidden_sizes"])
-    if "hidden_sizes" in values:
-        values["hidden_sizes"] = tuple(int(v) for v in values["hidden_sizes"])
     if isinstance(values.get("model_args"), str):
         values["model_args"] = parse_model_args(values["model_args"])
     for key in ("data_dir", "save_dir"):
-        values[key] = str(values[key])
+        if isinstance(values[key], os.PathLike):
+            values[key] = os.fspath(values[key])
+    for key, value in values.items():
+        values[key] = checked_type(key, value)
     config = TrainConfig(**values)
     _validate(config)
     return config
+
+
+# The type each setting must have once parsed (YAML, papermill and the Python API all pass through here).
+KINDS: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+
+
+def checked_type(key: str, value: Any) -> Any:
+    """`value` if it has the setting's type (ints for floats allowed; integral floats for ints refused), else
+    a ConfigError naming the setting, what came and what to write."""
+    kind, flag = KINDS[key], "--" + key.replace("_", "-")
+
+    def wrong(expected: str) -> ConfigError:
+        return ConfigError(f"{flag} (YAML key {key}) must be {expected}, not {value!r} ({type(value).__name__})")
+
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise wrong("true or false (a YAML boolean, unquoted)")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong("a whole number, e.g. 20")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise wrong("a number, e.g. 0.001")
+        return float(value)
+    if kind == "str":
+        if not isinstance(value, str) or not value:
+            raise wrong("a non-empty text")
+        return value
+    if kind == "str | None":
+        if value is not None and not isinstance(value, str):
+            raise wrong("a text (or left out)")
+        return value
+    if kind.startswith("tuple"):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                            for v in value):
+            raise wrong("a list of whole numbers, e.g. [256, 128] or \"256,128\"")
+        return tuple(value)
+    if kind.startswith("dict"):
+        if not isinstance(value, dict):
+            raise wrong("a mapping, e.g. {width: 64}")
+        return value
+    return value
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:

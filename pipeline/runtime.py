@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
+from collections.abc import Callable
 from typing import IO, Any, Iterator
 
 import torch
@@ -116,6 +117,19 @@ class SaveDirLock:
     def __exit__(self, *exc: object) -> None:
         if self.handle is not None:
             self.handle.close()
+
+
+def tolerant(log: Callable[[str], None]) -> Callable[[str], None]:
+    """`log`, surviving a closed stdout (`| head -3`, a dead `tee`, a dropped ssh session): output is a
+    convenience and training goes on; later output goes to /dev/null."""
+    def write(message: str) -> None:
+        try:
+            log(message)
+        except (BrokenPipeError, ConnectionResetError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+    return write
 
 
 def progress_enabled(setting: str) -> bool:

@@ -449,11 +449,21 @@ class MlflowSink:
         sample = np.array(X_train[:5])  # a writable copy: the split is memory-mapped read-only
         with torch.no_grad():
             signature = infer_signature(sample, net(torch.from_numpy(sample)).numpy())
-        mlflow.set_tracking_uri(self.tracking_uri)
-        with mlflow.start_run(run_id=self.run_id):
-            mlflow.pytorch.log_model(net, name="model", signature=signature, input_example=sample,
-                                     registered_model_name=event.get("register_as"),
-                                     pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        # MLflow logs models through its process-wide "fluent" state; borrow it and put it back as it was, so
+        # a notebook's own mlflow.set_tracking_uri / set_experiment are left alone (and cannot refuse our run)
+        from mlflow.tracking import fluent
+
+        uri, experiment = mlflow.get_tracking_uri(), fluent._active_experiment_id
+        try:
+            mlflow.set_tracking_uri(self.tracking_uri)
+            fluent._active_experiment_id = None
+            with mlflow.start_run(run_id=self.run_id):
+                mlflow.pytorch.log_model(net, name="model", signature=signature, input_example=sample,
+                                         registered_model_name=event.get("register_as"),
+                                         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        finally:
+            mlflow.set_tracking_uri(uri)
+            fluent._active_experiment_id = experiment
 
 
 def source_tags() -> dict[str, str]:

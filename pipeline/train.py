@@ -71,8 +71,7 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
     `config.model`; `sinks` receive every record beside the built-in ones (see `pipeline.tracking`)."""
     # Everything that can be refused is checked before the first write.
     world = distributed.from_environment()  # under torchrun: this process's rank among several
-    if not world.main:
-        log = _quiet  # rank 0 speaks for the run
+    log = runtime.tolerant(log) if world.main else _quiet  # rank 0 speaks for the run
     dataset = data.load_processed(config.data_dir, mmap=config.loader == "dataloader")
     device = distributed.device_for(world, runtime.resolve_device(config.device))
     amp = runtime.resolve_amp(config.amp, device)
@@ -84,14 +83,11 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
     save_dir = make_save_dir(Path(config.save_dir)) if world.main else Path(config.save_dir)
 
     lock = runtime.SaveDirLock(save_dir) if world.main else contextlib.nullcontext()  # rank 0 owns the folder
-    with distributed.joined(world, device), lock, runtime.determinism(config.deterministic, device):
-        # 1. where to resume: decided (by rank 0) before anything is written
-        resume = decide_resume(save_dir, config.resume, settings=settings,
-                               data_fingerprint=dataset.schema["data_sha256"], world=world, log=log)
-        if resume is not None and resume.nothing_to_do(config.epochs):
-            return nothing_to_do(save_dir, resume, log)
-
-        # 2. build the parts; seeded first, so the same seed gives the same initial weights
+    # A signal from here on sets a flag: the loop saves at the next step boundary and stops (130/143).
+    with distributed.joined(world, device), lock, runtime.determinism(config.deterministic, device), \
+            runtime.Interrupt() as interrupt:
+        # 1. build the parts (seeded first: the same seed gives the same initial weights); whatever cannot be
+        #    built is refused here, before the resume decision may clear an old run or anything is written
         torch.manual_seed(config.seed)
         X_train, y_train = dataset.arrays["train"]
         target_scale = standardisation(dataset.task, y_train)
@@ -100,6 +96,7 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
                 "n_features": dataset.n_features, "n_outputs": dataset.n_outputs, "task": dataset.task,
                 "target_mean": target_scale[0], "target_std": target_scale[1]}
         net = model_lib.make(factory, dataset.n_features, dataset.n_outputs, model_args, reference=model_ref)
+        arrays_sha = checkpoint.arrays_sha256(dataset.arrays)
         train_batches = batches.Batches(X_train, y_train, device=device, loader=config.loader,
                                         num_workers=config.num_workers, batch_size=config.batch_size,
                                         y_dtype=torch.long if dataset.task == "classification" else torch.float32,
@@ -111,7 +108,18 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
                                               keep=config.keep_checkpoints, enabled=world.main,
                                               identity={"config": settings,
                                                         "data_fingerprint": dataset.schema["data_sha256"],
+                                                        "arrays_sha256": arrays_sha,
                                                         "model_spec": spec})
+
+        # 2. where to resume: decided by rank 0, before anything is written
+        resume = decide_resume(save_dir, config.resume, settings=settings,
+                               data_fingerprint=dataset.schema["data_sha256"], arrays_fingerprint=arrays_sha,
+                               world=world, log=log)
+        # a finished run asked for no more epochs: nothing to do, unless its process was stopped while
+        # finishing (its checkpoint says finished, metrics.json does not yet): then only the finish is redone
+        finishing = resume is not None and resume.nothing_to_do(config.epochs)
+        if finishing and record_is_final(save_dir):
+            return nothing_to_do(save_dir, resume, log)
 
         # 3. restore, or start fresh
         if resume is None:
@@ -142,8 +150,11 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
                            "monitor_metric": monitor_metric, "resumed": resume is not None, "config": settings,
                            "world_size": world.size})
 
-        # 5. fit
-        with runtime.Interrupt() as interrupt:
+        # 5. fit (a run stopped while finishing has no epochs left: only its finish is redone)
+        if finishing:
+            status = resume.payload["state"]["status"]
+            message = "finished again: the previous process was stopped while finishing"
+        else:
             try:
                 X_val, y_val = dataset.arrays["val"]
                 validate = functools.partial(scoring.evaluate, X=X_val, y=y_val, task=dataset.task,
@@ -405,14 +416,14 @@ def make_save_dir(save_dir: Path) -> Path:
 
 
 def decide_resume(save_dir: Path, resume: str, *, settings: dict[str, Any], data_fingerprint: str,
-                  world: distributed.World, log: Log) -> checkpoint.Resume | None:
+                  arrays_fingerprint: str, world: distributed.World, log: Log) -> checkpoint.Resume | None:
     """Rank 0 decides where to resume (it alone may clear old outputs); under torchrun the others learn the
     checkpoint it chose, or its refusal, and load the same file."""
     found, refusal = None, None
     if world.main:
         try:
             found = checkpoint.find_resume(save_dir, resume, config=settings, data_fingerprint=data_fingerprint,
-                                           log=log)
+                                           arrays_fingerprint=arrays_fingerprint, log=log)
         except PipelineError as exc:
             if not world.launched:
                 raise
@@ -426,6 +437,12 @@ def decide_resume(save_dir: Path, resume: str, *, settings: dict[str, Any], data
     if world.main or chosen is None:
         return found
     return checkpoint.Resume(Path(chosen), checkpoint.load_checkpoint(Path(chosen)))
+
+
+def record_is_final(save_dir: Path) -> bool:
+    """metrics.json says the run finished (written last, after the final checkpoint and the status event)."""
+    recorded = read_record(save_dir) or {}
+    return (recorded.get("run") or {}).get("status") in status_lib.FINISHED and bool(recorded["run"].get("ended_at"))
 
 
 def _quiet(message: str) -> None:
@@ -557,8 +574,9 @@ def end_tracking(status: str, message: str, *, state: TrainingState, record: Run
     """The final status everywhere: metrics.json, the sinks (then closed), and metrics.json again with what
     the sinks said once they were done (e.g. the MLflow run id, if the server answered)."""
     state.status = status
-    record.finish(message)
+    # the event first: a metrics.json that says "finished" then always has its status line in the log
     tracker.log_event({"type": "status", "status": status, "message": message[:500]})
+    record.finish(message)
     if sampler is not None:
         sampler.stop()
     tracker.close(status)

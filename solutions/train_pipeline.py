@@ -10,14 +10,19 @@ early-stopped, 1 failed (e.g. non-finite loss), 2 bad input, 130/143 after SIGIN
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
+import signal
 import sys
-from pathlib import Path
+
+if __name__ == "__main__":  # Ctrl-C while the heavy imports below load: exit 130 quietly (training installs its own)
+    signal.signal(signal.SIGINT, lambda signum, frame: sys.exit(130))
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from pipeline import cli, config, distributed, metrics, model, train  # noqa: E402
+from pipeline import cli, config, distributed, metrics, model, runtime, train  # noqa: E402
 from pipeline.errors import ConfigError  # noqa: E402
 
 
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         values.update(args)
         result = train.run(config.make_config(values))
         if distributed.from_environment().main:  # under torchrun, rank 0 speaks for the run
-            print(f"metrics: {result.save_dir / 'metrics.json'}")
+            runtime.tolerant(print)(f"metrics: {result.save_dir / 'metrics.json'}")
         return result.exit_code
 
     return cli.guarded(body)

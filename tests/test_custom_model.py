@@ -176,7 +176,7 @@ def test_bad_factories_are_one_clear_line(penguins_dir: Path, factory_file: Path
              f"{factory_file}:missing": "has no function 'missing'",
              "no_such_package.models:build": "cannot import no_such_package.models",
              str(tmp_path / "absent.py") + ":build": "is not a file",
-             "resnet": "expected a built-in network (mlp)"}
+             "resnet": "expected a built-in network (mlp"}
     for i, (reference, expected) in enumerate(cases.items()):
         save_dir = tmp_path / f"s{i}"
         assert train_pipeline.main(base + ["--save-dir", str(save_dir), "--model", reference]) == 2
@@ -283,3 +283,49 @@ def test_readme_api_example_runs_as_written(penguins_dir: Path, tmp_path: Path, 
     assert result.metrics["config"]["model"] == "readme_example:build"
     printed = [line for line in capsys.readouterr().out.splitlines() if line[:1].isdigit()]
     assert len(printed) == len(result.metrics["epochs"])  # the sink saw each epoch
+
+
+def test_the_engine_leaves_a_notebooks_own_mlflow_state_alone(penguins_dir: Path, tmp_path: Path):
+    """A learner who called mlflow.set_experiment / set_tracking_uri for their own runs: the engine's run still
+    logs its model, and their settings are as they were afterwards."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    before = mlflow.get_tracking_uri()
+    request_cleanup = (lambda: (mlflow.set_tracking_uri(before), setattr(fluent, "_active_experiment_id", None)))
+    theirs = f"sqlite:///{tmp_path / 'theirs.db'}"
+    mlflow.set_tracking_uri(theirs)
+    mlflow.set_experiment("my-own-experiment")
+    ours = f"sqlite:///{tmp_path / 'ours.db'}"
+    with warnings_as_errors("the model was not logged"):
+        result = train.run(train.make_config(dict(data_dir=str(penguins_dir), save_dir=str(tmp_path / "s"), epochs=2,
+                                                  tracking_uri=ours, system_interval=0, progress="off")),
+                           log=lambda m: None)
+    assert mlflow.get_tracking_uri() == theirs
+    assert mlflow.get_experiment_by_name("my-own-experiment") is not None  # still pointing at their store
+    run_id = result.metrics["run"]["mlflow"]["run_id"]
+    mlflow.set_tracking_uri(ours)
+    models = [m for m in mlflow.search_logged_models(experiment_ids=[result.metrics["run"]["mlflow"]["experiment_id"]],
+                                                     output_format="list") if m.source_run_id == run_id]
+    assert models
+    request_cleanup()  # this test process's own state, as the other tests expect it
+
+
+class warnings_as_errors:
+    """Fail if a warning containing `text` is emitted inside the block."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __enter__(self):
+        import warnings
+
+        self.catcher = warnings.catch_warnings(record=True)
+        self.caught = self.catcher.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        self.catcher.__exit__(*exc)
+        found = [str(w.message) for w in self.caught if self.text in str(w.message)]
+        assert not found, found
