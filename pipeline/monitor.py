@@ -54,7 +54,8 @@ def _text(value: Any) -> str | None:
 # What each field of each record type must be; a field that is not is left out, a record without its
 # essential field (a step's step, an epoch's epoch number) is skipped.
 _RUN_FIELDS = {"pid": lambda v: _whole(v, 1), "epochs": _whole, "steps_per_epoch": lambda v: _whole(v, 1),
-               "start_step": _whole, "start_epoch": _whole, "time": _number}
+               "start_step": _whole, "start_epoch": _whole, "time": _number,
+               "world_size": lambda v: _whole(v, 1)}
 _ESSENTIAL = {"step": "step", "epoch": "epoch", "system": "time"}
 
 
@@ -458,8 +459,10 @@ def _shown(value: float | None, spec: str) -> str:
 
 def snapshot_lines(view: RunView, alerts: list[Alert], width: int = 60) -> list[str]:
     """The dashboard as plain text lines (used for --once, pipes, and inside the rich layout)."""
+    world = (view.run or {}).get("world_size")
     lines = [f"run: {(view.run or {}).get('run_name', '?')}   status: {view.status.upper()}"
-             + (f"   device: {view.run.get('device')}" if view.run else "")]
+             + (f"   device: {view.run.get('device')}" if view.run else "")
+             + (f"   processes: {world} (torchrun)" if isinstance(world, int) and world > 1 else "")]
     if view.message:
         lines.append(f"  {view.message}")
     if view.run is None:

@@ -353,6 +353,8 @@ def section_summary(run: RunData) -> str:
     rows = [("run", run.name), ("status", status), ("started", info.get("started_at")),
             ("ended", info.get("ended_at")), ("duration", _duration(info.get("started_at"), info.get("ended_at"))),
             ("device", f"{info.get('device')} (AMP {info.get('amp', 'off')})"),
+            ("processes", f"{info.get('world_size', 1)} (effective batch {info.get('effective_batch_size')})"
+             if isinstance(info.get("world_size"), int) and info["world_size"] > 1 else 1),
             ("epochs run", len(run.epochs)), ("best epoch", best.get("epoch")),
             (f"best {best.get('metric', 'metric')}", best.get("value"))]
     key, value = headline_metric(run)

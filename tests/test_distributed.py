@@ -211,3 +211,12 @@ def test_a_rank_that_dies_ends_the_job_and_a_rerun_continues(ddp_dir: Path, refe
     done = _torchrun(2, _args(ddp_dir, out))
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_training(reference_ddp, out)
+
+
+def test_the_monitor_and_the_report_show_the_processes(reference_ddp: Path, tmp_path: Path):
+    from pipeline import monitor, report
+
+    view = monitor.RunFollower(reference_ddp / "logs").poll()
+    assert "processes: 2 (torchrun)" in monitor.snapshot_lines(view, [])[0]
+    page = report.section_summary(report.load_run(reference_ddp / "metrics.json"))
+    assert "<td>processes</td><td>2 (effective batch 64)</td>" in page
