@@ -8,7 +8,9 @@ Every sink has the same three methods, so the training loop never knows who is l
 
 What a sink receives, in order:
 - `log_event({"type": "run", ...})` once at the start (and at each resume): pid, host, epochs, steps per
-  epoch, start step, device, task, the monitored metric, and `config` (every setting, resolved).
+  epoch, start step, device, task, the monitored metric, `logs` (the folder) and `config` (every setting).
+- `log_event({"type": "checkpoint", "step": N, "epoch": E})` after each last.pt: everything up to step N is
+  final (a resume after a kill redoes only later steps).
 - `log_dict(..., "step")` every --log-every batches (loss, lr, epoch); `log_dict(..., "epoch")` after each
   epoch (train_loss, val_* metrics, lr, timings); `log_dict(sample, step, "system")` for each resource sample
   (cpu_percent, ram_percent, rss_mb, ... and `gpus`: a list of per-GPU dicts; `flatten_sample` flattens it).
@@ -266,6 +268,11 @@ class MlflowSink:
         self._tags = dict(tags or {})
         self._queue: "queue.Queue[tuple[str, Any]]" = queue.Queue()
         self._pending: list[Any] = []  # mlflow Metric entities not yet accepted by the server
+        # Under the engine (it sends a "run" event), step and epoch values are held until a checkpoint covers
+        # them: MLflow cannot delete a value, so none is sent that a resume could produce again.
+        self._holding = False
+        self._held: list[Any] = []
+        self._resume: dict[str, Any] | None = None  # the run event's logs folder and start step, on a resume
         self._artifacts: list[tuple[str, str | None]] = []
         self._model: dict[str, Any] | None = None
         self._warned = False
@@ -279,12 +286,16 @@ class MlflowSink:
         stamp = int(time.time() * 1000)
         values = flatten_sample(metrics) if kind == "system" else numbers(metrics)
         prefix = self.PREFIX.get(kind, f"{kind}_")
-        self._queue.put(("metrics", ({prefix + k: v for k, v in values.items()}, step, stamp)))
+        # resource samples are facts of their moment: a resume does not redo them, so they need no holding
+        self._queue.put(("metrics", ({prefix + k: v for k, v in values.items()}, step, stamp, kind != "system")))
 
     def log_event(self, record: dict[str, Any]) -> None:
         kind = record.get("type")
         if kind == "run":
             self._queue.put(("params", {k: v for k, v in (record.get("config") or {}).items() if v is not None}))
+            self._queue.put(("run", record))
+        elif kind == "checkpoint":
+            self._queue.put(("checkpoint", int(record.get("step", 0))))
         elif kind == "artifact":
             self._queue.put(("artifact", (str(record["path"]), record.get("folder"))))
         elif kind == "model":
@@ -292,7 +303,7 @@ class MlflowSink:
         elif kind == "baselines":  # baseline_<model>_<metric>, beside test_<metric>
             named = {f"baseline_{model}_{k}": v for model, scores in (record.get("scores") or {}).items()
                      if isinstance(scores, dict) for k, v in numbers(scores).items()}
-            self._queue.put(("metrics", (named, 0, int(time.time() * 1000))))
+            self._queue.put(("metrics", (named, 0, int(time.time() * 1000), True)))
 
     def info(self) -> dict[str, Any]:
         if self.run_id is None:
@@ -317,7 +328,16 @@ class MlflowSink:
 
     def _connect(self, client: Any) -> None:
         if self.run_id is not None:
-            run = client.get_run(self.run_id)
+            try:
+                run = client.get_run(self.run_id)
+            except Exception as exc:
+                if getattr(exc, "error_code", None) != "RESOURCE_DOES_NOT_EXIST":
+                    raise  # unreachable: retried later
+                warnings.warn(f"MLflow: run {self.run_id} is not in {self.tracking_uri} (was it started with "
+                              "another --tracking-uri?); starting a new run there with everything the local logs "
+                              "hold", stacklevel=2)
+                self.run_id = None
+        if self.run_id is not None:
             self.experiment_id = run.info.experiment_id
             client.update_run(self.run_id, status="RUNNING")
         else:
@@ -327,7 +347,32 @@ class MlflowSink:
             run = client.create_run(self.experiment_id, run_name=self.run_name, tags={**source_tags(), **self._tags})
             self.run_id = run.info.run_id
             self._params_due = True  # a resumed run keeps the values it was created with
+        if self._resume is not None:
+            self._backfill(client, Path(self._resume["logs"]), int(self._resume["start_step"]))
         self.connected.set()
+
+    def _backfill(self, client: Any, log_dir: Path, upto: int) -> int:
+        """On a resume: send what the server lacks of the local log up to step `upto` (the killed process may
+        have held or queued it, or this is a new run on another server). Returns how many values were sent."""
+        from mlflow.entities import Metric
+
+        wanted: dict[str, dict[int, tuple[float, int]]] = {}
+        for record in fileio.read_jsonl(log_dir / "metrics.jsonl"):
+            kind, step = record.get("type"), record.get("step")
+            if kind not in ("step", "epoch") or not isinstance(step, int) or step > upto:
+                continue
+            values = numbers({k: v for k, v in record.items() if k not in ("type", "time", "step")})
+            for name, value in values.items():
+                stamp = int(float(record.get("time") or 0) * 1000)
+                wanted.setdefault(self.PREFIX[kind] + name, {})[step] = (float(value), stamp)
+        missing = []
+        for key, by_step in wanted.items():
+            have = {m.step for m in client.get_metric_history(self.run_id, key)}
+            missing += [Metric(key, value, stamp, step) for step, (value, stamp) in sorted(by_step.items())
+                        if step not in have]
+        self._pending[:0] = missing
+        self._resume = None
+        return len(missing)
 
     def _log_params(self, client: Any) -> None:
         from mlflow.entities import Param
@@ -348,24 +393,35 @@ class MlflowSink:
 
         kind, payload = item
         if kind == "metrics":
-            named, step, stamp = payload
-            self._pending.extend(Metric(k, float(v), stamp, step) for k, v in named.items())
+            named, step, stamp, hold = payload
+            entities = [Metric(k, float(v), stamp, step) for k, v in named.items()]
+            (self._held if hold and self._holding else self._pending).extend(entities)
             if len(self._pending) > self.MAX_BUFFER:
                 self.dropped += len(self._pending) - self.MAX_BUFFER
                 del self._pending[: len(self._pending) - self.MAX_BUFFER]
         elif kind == "params":
             self._params = payload if self._params is None else self._params
+        elif kind == "run":
+            self._holding = True
+            if payload.get("resumed") and payload.get("logs"):
+                self._resume = {"logs": payload["logs"], "start_step": payload.get("start_step", 0)}
+        elif kind == "checkpoint":  # everything up to this step is final now
+            self._pending.extend(m for m in self._held if m.step <= payload)
+            self._held = [m for m in self._held if m.step > payload]
         elif kind == "artifact":
             self._artifacts.append(payload)
         elif kind == "model":
             self._model = payload
         elif kind == "close":
             self._closing = payload
+            if payload == "FINISHED":  # a finished run is final whole (its last checkpoint came before the
+                self._pending.extend(self._held)  # test scores); any other end drops what a resume redoes
+            self._held = []
 
     def _ready(self) -> bool:
-        """Create the run once its settings are known (or after a second without them, or at close)."""
-        return (self._params is not None or self.run_id is not None or self._closing is not None
-                or time.monotonic() - self._started > 1.0)
+        """Create (or re-attach to) the run once its settings are known: the run event, or a second without
+        one (a sink used on its own), or the close."""
+        return self._params is not None or self._closing is not None or time.monotonic() - self._started > 1.0
 
     def _work(self) -> None:
         """Drain the queue; send at most every `flush_interval_s` (each send is a database transaction or an

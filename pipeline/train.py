@@ -148,7 +148,7 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
                            "steps_per_epoch": len(train_batches), "start_epoch": state.epoch,
                            "start_step": state.global_step, "device": str(device), "task": dataset.task,
                            "monitor_metric": monitor_metric, "resumed": resume is not None, "config": settings,
-                           "world_size": world.size})
+                           "world_size": world.size, "logs": str(save_dir / "logs")})
 
         # 5. fit (a run stopped while finishing has no epochs left: only its finish is redone)
         if finishing:
@@ -491,6 +491,8 @@ def save(checkpoints: checkpoint.Checkpointer, state: TrainingState, tracker: tr
     """A checkpoint that also remembers the MLflow run, so a resume logs into the same one."""
     state.mlflow_run_id = mlflow_run_id(tracker) or state.mlflow_run_id
     checkpoints.save(state, kind)
+    if kind == "last":  # what the sinks hold up to here is final: a resume only redoes later steps
+        tracker.log_event({"type": "checkpoint", "step": state.global_step, "epoch": state.epoch})
 
 
 def timings(totals: EpochTotals, *, lr: float, samples: int) -> dict[str, float]:

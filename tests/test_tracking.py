@@ -154,3 +154,73 @@ def test_tensorboard_events_are_readable(penguins_dir: Path, tmp_path: Path):
     tags = set(events.Tags()["scalars"])
     assert {"train/loss", "epoch/train_loss", "epoch/val_loss", "epoch/val_accuracy", "system/rss_mb"} <= tags
     assert [e.step for e in events.Scalars("epoch/val_loss")] == [8, 16]
+
+
+def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((p.step, round(p.value, 6)) for p in client.get_metric_history(run_id, key))
+
+
+def test_sigkill_and_resume_leave_every_metric_on_the_server_exactly_once(mlflow_server: str, tmp_path: Path):
+    """Kills at random points: the server ends with every epoch and step value once, as the local log has it
+    (values are held until a checkpoint covers them; a resume sends what the server lacks)."""
+    import random
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    from conftest import ROOT, make_classification_csv, script_env
+    from pipeline import checkpoint, data, fileio
+
+    data.prepare_dataset(make_classification_csv(tmp_path / "t.csv", rows=6000, seed=3, n_numeric=10),
+                         tmp_path / "prepared", seed=1)
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "solutions" / "train_pipeline.py"), "--data-dir", str(tmp_path / "prepared"),
+           "--epochs", "5", "--batch-size", "16", "--save-dir", str(out), "--tracking-uri", mlflow_server,
+           "--experiment-name", "kills", "--log-every", "3", "--system-interval", "0.5", "--no-baselines"]
+    rng, kills = random.Random(7), 0
+
+    def last_step() -> int:
+        try:
+            return checkpoint.load_checkpoint(out / "last.pt")["state"]["global_step"]
+        except Exception:
+            return 0
+    for _ in range(3):
+        process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=script_env())
+        start, deadline = last_step(), time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None and last_step() <= start:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.1, 1.0))  # into the next epoch: steps logged but not yet checkpointed
+        if process.poll() is None:
+            process.kill()
+            kills += 1
+        process.wait(timeout=60)
+    assert kills >= 2
+    done = subprocess.run(cmd, capture_output=True, text=True, env=script_env(), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert len(m["run"]["resumed"]) >= 2
+    client = MlflowClient(mlflow_server)
+    run_id = m["run"]["mlflow"]["run_id"]
+    assert len(client.search_runs([client.get_experiment_by_name("kills").experiment_id])) == 1
+    local = list(fileio.read_jsonl(out / "logs" / "metrics.jsonl"))
+    assert _history(client, run_id, "val_loss") == [(e["step"], round(e["val_loss"], 6)) for e in m["epochs"]]
+    assert _history(client, run_id, "step_loss") == [(r["step"], round(r["loss"], 6)) for r in local
+                                                     if r["type"] == "step"]
+
+
+def test_resuming_with_another_tracking_uri_starts_a_run_there_with_the_whole_history(penguins_dir: Path,
+                                                                                     tmp_path: Path):
+    from mlflow import MlflowClient
+
+    first, second = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    args = ["--data-dir", penguins_dir, "--save-dir", tmp_path / "s", "--log-every", "2", "--no-baselines"]
+    assert run_script("train_pipeline.py", *args, "--epochs", "2", "--tracking-uri", first).returncode == 0
+    moved = run_script("train_pipeline.py", *args, "--epochs", "4", "--tracking-uri", second)
+    assert moved.returncode == 0, moved.stderr[-2000:]
+    assert "is not in sqlite:///" in moved.stderr and "starting a new run there" in moved.stderr
+    assert "unavailable" not in moved.stderr
+    m = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert m["run"]["mlflow"]["tracking_uri"] == second
+    history = _history(MlflowClient(second), m["run"]["mlflow"]["run_id"], "val_loss")
+    assert [step for step, _ in history] == [e["step"] for e in m["epochs"]]  # epochs 1-2 backfilled, 3-4 live
