@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import difflib
+import math
 import os
 import re
 import subprocess
@@ -164,6 +166,7 @@ def execute(notebook: str, output: Path, parameters: dict[str, Any], *, log: Any
     started = time.monotonic()
     names = _parameter_names(notebook)
     parameters = dict(parameters)
+    check_parameters(notebook, parameters, names)
     if "progress" in names:
         parameters.setdefault("progress", "off")  # tqdm's notebook widget freezes at 0% under papermill
     for key in ("show_tensorboard",):
@@ -221,6 +224,33 @@ def demo(params_path: Path, run_dir: Path, *, log: Any = print) -> dict[str, Pat
     log(f"  TensorBoard           make tensorboard  -> http://127.0.0.1:6006   (logs under {root / 'runs'})")
     log(f"  live monitor          python solutions/monitor_training.py --log-dir {paths['training run (checkpoints, logs)'] / 'logs'} --once")
     return paths
+
+
+def check_parameters(notebook: str, parameters: dict[str, Any], declared: set[str]) -> None:
+    """Papermill writes each parameter into the notebook as Python source (`name = value`): a params file is
+    data, so every name must be one the notebook's parameters cell declares and every value inert (None, a
+    boolean, number or text, or lists and mappings of those)."""
+    for name, value in parameters.items():
+        if not isinstance(name, str) or name not in declared:
+            close = difflib.get_close_matches(str(name), sorted(declared), n=1)
+            raise ConfigError(f"notebooks/{notebook}.ipynb has no parameter {str(name)[:60]!r}"
+                              + (f" (did you mean {close[0]}?)" if close else "")
+                              + f"; its parameters are: {', '.join(sorted(declared))}")
+        if not _inert(value):
+            raise ConfigError(f"notebooks/{notebook}.ipynb parameter {name}: {type(value).__name__} values are not "
+                              "accepted; use a number, text, true/false, or a list or mapping of those")
+
+
+def _inert(value: Any, depth: int = 0) -> bool:
+    if depth > 20:
+        return False
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return not isinstance(value, float) or math.isfinite(value)
+    if isinstance(value, list):
+        return all(_inert(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _inert(v, depth + 1) for k, v in value.items())
+    return False
 
 
 def _parameter_names(notebook: str) -> set[str]:
