@@ -1,5 +1,5 @@
 # One-command set-up and the course's entry points. Every target creates .venv on first use.
-#   make demo   set up, then run notebooks 01->04 with papermill on data/train.csv
+#   make demo   set up, then run notebooks 01->05 with papermill (params/demo.yaml)
 #   make test   set up, then the whole test suite
 SHELL := /bin/bash
 PYTHON ?= python3
