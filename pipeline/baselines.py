@@ -6,7 +6,8 @@
 
 scikit-learn's HistGradientBoosting (the strong default for tables) and a linear model (logistic regression
 or ridge), on the processed features the network sees. They answer the question a report should open with:
-is the network worth it? Big tables are subsampled (a seeded random sample) so this costs seconds, and the result says on how many rows they were fitted.
+is the network worth it? Big tables are subsampled (a seeded random sample) so this costs seconds, and the
+result says on how many rows they were fitted.
 """
 from __future__ import annotations
 

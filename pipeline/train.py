@@ -127,28 +127,10 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
         else:
             state = continue_state(checkpoints.restore(resume.payload), resume, log, world=world)
 
-        # 4. open tracking: the sinks, the resource sampler, the run record
-        if world.main:  # one set of logs and one MLflow run per training run, however many processes
-            tracker = tracking.open_tracker(
-                save_dir / "logs", resume_step=state.global_step if resume is not None else None,
-                tensorboard=config.tensorboard, mlflow=config.mlflow, tracking_uri=config.tracking_uri,
-                experiment_name=config.experiment_name, run_name=state.run_name, mlflow_run_id=state.mlflow_run_id,
-                tags={"pipeline.save_dir": str(save_dir.resolve()), "pipeline.task": dataset.task}, extra=sinks)
-        else:
-            tracker = tracking.Tracker([])
-        sampler = start_sampler(config.system_interval if world.main else 0, tracker, lambda: state.global_step)
-        record = RunRecord(save_dir, config=settings, schema=dataset.schema, n_features=dataset.n_features,
-                           state=state, device=settings["resolved_device"], amp=settings["resolved_amp"],
-                           monitor_metric=monitor_metric, tracking_info=tracker.info,
-                           system_summary=lambda: dict(sampler.summary) if sampler is not None else {},
-                           world_size=world.size, enabled=world.main)
-        record.write()
-        tracker.log_event({"type": "run", "status": "running", "pid": os.getpid(),
-                           "host": tracking.host_name(), "run_name": state.run_name, "epochs": config.epochs,
-                           "steps_per_epoch": len(train_batches), "start_epoch": state.epoch,
-                           "start_step": state.global_step, "device": str(device), "task": dataset.task,
-                           "monitor_metric": monitor_metric, "resumed": resume is not None, "config": settings,
-                           "world_size": world.size, "logs": str(save_dir / "logs")})
+        # 4. open tracking: the sinks, the resource sampler, the run record (rank 0 alone writes)
+        tracker, sampler, record = open_tracking(
+            config, save_dir=save_dir, state=state, resumed=resume is not None, settings=settings, dataset=dataset,
+            monitor_metric=monitor_metric, steps_per_epoch=len(train_batches), world=world, sinks=sinks)
 
         # 5. fit (a run stopped while finishing has no epochs left: only its finish is redone)
         if finishing:
@@ -472,6 +454,36 @@ def continue_state(state: TrainingState, resume: checkpoint.Resume, log: Log, *,
                           "step": state.global_step, "step_in_epoch": state.step_in_epoch})
     log(f"resuming from {resume.path} at epoch {state.epoch + 1}, step {state.global_step}")
     return state
+
+
+def open_tracking(config: TrainConfig, *, save_dir: Path, state: TrainingState, resumed: bool,
+                  settings: dict[str, Any], dataset: data.Dataset, monitor_metric: str, steps_per_epoch: int,
+                  world: distributed.World, sinks: Sequence[tracking.Sink]
+                  ) -> tuple[tracking.Tracker, SystemSampler | None, RunRecord]:
+    """The sinks the config asks for (plus the caller's), the resource sampler and the run record, with the
+    record written and the run announced. Under torchrun the other ranks get a tracker with no sinks: one set
+    of logs and one MLflow run per training run, however many processes."""
+    if world.main:
+        tracker = tracking.open_tracker(
+            save_dir / "logs", resume_step=state.global_step if resumed else None, tensorboard=config.tensorboard,
+            mlflow=config.mlflow, tracking_uri=config.tracking_uri, experiment_name=config.experiment_name,
+            run_name=state.run_name, mlflow_run_id=state.mlflow_run_id,
+            tags={"pipeline.save_dir": str(save_dir.resolve()), "pipeline.task": dataset.task}, extra=sinks)
+    else:
+        tracker = tracking.Tracker([])
+    sampler = start_sampler(config.system_interval if world.main else 0, tracker, lambda: state.global_step)
+    record = RunRecord(save_dir, config=settings, schema=dataset.schema, n_features=dataset.n_features, state=state,
+                       device=settings["resolved_device"], amp=settings["resolved_amp"], monitor_metric=monitor_metric,
+                       tracking_info=tracker.info,
+                       system_summary=lambda: dict(sampler.summary) if sampler is not None else {},
+                       world_size=world.size, enabled=world.main)
+    record.write()
+    tracker.log_event({"type": "run", "status": "running", "pid": os.getpid(), "host": tracking.host_name(),
+                       "run_name": state.run_name, "epochs": config.epochs, "steps_per_epoch": steps_per_epoch,
+                       "start_epoch": state.epoch, "start_step": state.global_step, "device": settings["resolved_device"],
+                       "task": dataset.task, "monitor_metric": monitor_metric, "resumed": resumed, "config": settings,
+                       "world_size": world.size, "logs": str(save_dir / "logs")})
+    return tracker, sampler, record
 
 
 def start_sampler(interval_s: float, tracker: tracking.Tracker, step: Callable[[], int]) -> SystemSampler | None:

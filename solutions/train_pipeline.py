@@ -10,11 +10,20 @@ early-stopped, 1 failed (e.g. non-finite loss), 2 bad input, 130/143 after SIGIN
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
-if __name__ == "__main__":  # Ctrl-C while the heavy imports below load: exit 130 quietly (training installs its own)
-    signal.signal(signal.SIGINT, lambda signum, frame: sys.exit(130))
+
+def _interrupted_while_starting(signum: int, frame: object) -> None:
+    """Ctrl-C while the heavy imports below load: nothing is written yet, so leave at once (raising inside
+    half-imported libraries could end in their tracebacks). Training installs its own handler later."""
+    os.write(2, b"interrupted\n")
+    os._exit(130)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
