@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -193,6 +194,9 @@ def test_performance_notebook_runs_under_papermill(tmp_path: Path):
     text = "".join(o.get("text", "") for c in nbformat.read(str(out), as_version=4).cells for o in c.get("outputs", []))
     assert "to_numpy() C-contiguous? False" in text and "indexed tensors" in text and "every 50 steps" in text
     assert "transposing 20,000 rows" in text
+    # section 5: two processes under torchrun, followed by the monitor, compared with one on the same flags
+    assert "world_size 2, effective batch 64, status completed" in text
+    assert re.search(r"epoch: one process [0-9.]+s, 2 processes [0-9.]+s -> ", text)
     sync = next(line for line in text.splitlines() if line.startswith("-> ") and ("sync" in line or ".item()" in line))
     if "cpu, " in text:  # on a CPU a .item() waits for nothing: no speed-up may be claimed, and the lesson says why
         assert "not a speed-up" in sync and "faster" not in sync, sync
