@@ -1,7 +1,13 @@
-"""What every script in solutions/ shares: turning the project's errors into one line and exit code 2."""
+"""What every script in solutions/ shares: turning the project's errors into one line and exit code 2.
+
+A full disk, a read-only folder or a missing permission is the machine's state, not a bug: it too becomes one
+line naming the file and what to do (what was written before is intact: every file is replaced atomically).
+"""
 from __future__ import annotations
 
+import errno
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -21,6 +27,34 @@ def guarded(body: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        advice = ENVIRONMENT.get(exc.errno)
+        if advice is None:
+            raise  # not the machine's state: a bug keeps its traceback
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {written_name(exc.filename)}: {exc.strerror}; {advice}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+KEPT = "what was saved before is intact; run the same command again"
+ENVIRONMENT = {
+    errno.ENOSPC: f"the disk is full: free some space ({KEPT})",
+    errno.EDQUOT: f"the disk quota is used up: free some space ({KEPT})",
+    errno.EFBIG: f"a file grew beyond this process's size limit (ulimit -f) ({KEPT})",
+    errno.EROFS: "choose a folder on a writable disk",
+    errno.EACCES: "permission denied: choose a folder you can write to, or fix its permissions",
+    errno.EPERM: "not permitted: choose a folder you can write to, or fix its permissions",
+}
+
+
+def written_name(filename: object) -> str:
+    """The file a write was for: `.last.pt.3f2a9c0d1b2e.tmp` (an atomic write's temporary file) is last.pt."""
+    if filename is None:
+        return "(a file)"
+    path = os.fspath(filename) if isinstance(filename, (str, os.PathLike)) else str(filename)
+    head, name = os.path.split(path)
+    match = re.fullmatch(r"\.(.+)\.[0-9a-f]{12}\.tmp", name)
+    return os.path.join(head, match.group(1)) if match else path
 
 
 def positive_float(text: str) -> float:
