@@ -303,3 +303,62 @@ def test_sampler_check_accepts_split_tensors(notebook):
             g.manual_seed(self.seed * 1000 + self.epoch)
             return iter([chunk.tolist() for chunk in torch.randperm(self.n, generator=g).split(self.batch_size)])
     """)
+
+
+# ------------------------------------------------------------------------------------ 5. identifier columns
+ID_LIKE = """
+def id_like_columns(frame, share=0.9, min_rows=20):
+    found = []
+    for column in frame.columns:
+        values = frame[column]
+        if {skip}:
+            continue
+        filled = int(values.notna().sum())
+        if filled {at_least} min_rows and {distinct} {more_than} share * {denominator}:
+            found.append(column)
+    return {result}
+"""
+ID_OK = dict(skip='values.dtype.kind == "f"', at_least=">=", distinct="values.nunique()", more_than=">",
+             denominator="filled", result="found")
+ID_WRONG = {
+    "share-of-all-rows": dict(ID_OK, denominator="len(frame)"),
+    "missing-counted-as-a-value": dict(ID_OK, distinct="values.nunique(dropna=False)"),
+    "at-least-share": dict(ID_OK, more_than=">="),
+    "more-than-min-rows": dict(ID_OK, at_least=">"),
+    "text-columns-only": dict(ID_OK, skip="pd.api.types.is_numeric_dtype(values)"),
+    "floats-too": dict(ID_OK, skip="False"),
+    "alphabetical": dict(ID_OK, result="sorted(found)"),
+}
+
+
+def test_id_like_template_is_the_rule(notebook):
+    notebook.check(5, ID_LIKE.format(**ID_OK))
+
+
+@pytest.mark.parametrize("name", list(ID_WRONG))
+def test_id_like_check_rejects(notebook, name):
+    message = rejects(notebook, 5, ID_LIKE.format(**ID_WRONG[name]))
+    assert "expected" in message and "got" in message, message
+
+
+def test_id_like_check_accepts_vectorised_pandas(notebook):
+    notebook.check(5, """
+    def id_like_columns(frame, share=0.9, min_rows=20):
+        kept = frame.select_dtypes(exclude=[np.floating])
+        filled, distinct = kept.count(), kept.nunique()
+        return [c for c in kept.columns if filled[c] >= min_rows and distinct[c] / filled[c] > share]
+    """)
+
+
+def test_id_like_check_accepts_a_set_per_column(notebook):
+    notebook.check(5, """
+    def id_like_columns(frame, share=0.9, min_rows=20):
+        out = []
+        for name, column in frame.items():
+            if pd.api.types.is_float_dtype(column):
+                continue
+            present = [v for v in column if not pd.isna(v)]
+            if len(present) >= min_rows and len(set(present)) > share * len(present):
+                out.append(name)
+        return out
+    """)

@@ -193,6 +193,80 @@ WRONG = {
                 return now - max(r["time"] for r in records) > max(minimum_s, factor * per)
             """,
     },
+    5: {
+        "every sample, no window": """
+            def input_bound(samples, now, window_s=30.0, gpu_below=30.0, cpu_above=90.0, min_samples=3):
+                recent = [s for s in samples if True]
+                if len(recent) < min_samples:
+                    return False
+                gpu = float(np.mean([g["util_percent"] for s in recent for g in s["gpus"]]))
+                cpu = float(np.mean([s["cpu_percent"] for s in recent]))
+                return gpu < gpu_below and cpu >= cpu_above
+            """,
+        "the window's start excluded (<, not <=)": """
+            def input_bound(samples, now, window_s=30.0, gpu_below=30.0, cpu_above=90.0, min_samples=3):
+                recent = [s for s in samples if now - window_s < s["time"] <= now]
+                if len(recent) < min_samples:
+                    return False
+                gpu = float(np.mean([g["util_percent"] for s in recent for g in s["gpus"]]))
+                cpu = float(np.mean([s["cpu_percent"] for s in recent]))
+                return gpu < gpu_below and cpu >= cpu_above
+            """,
+        "a window of 30 s whatever window_s says": """
+            def input_bound(samples, now, window_s=30.0, gpu_below=30.0, cpu_above=90.0, min_samples=3):
+                recent = [s for s in samples if now - 30 <= s["time"] <= now]
+                if len(recent) < min_samples:
+                    return False
+                gpu = float(np.mean([g["util_percent"] for s in recent for g in s["gpus"]]))
+                cpu = float(np.mean([s["cpu_percent"] for s in recent]))
+                return gpu < gpu_below and cpu >= cpu_above
+            """,
+        "GPU 0 only": """
+            def input_bound(samples, now, window_s=30.0, gpu_below=30.0, cpu_above=90.0, min_samples=3):
+                recent = [s for s in samples if now - window_s <= s["time"] <= now]
+                if len(recent) < min_samples:
+                    return False
+                gpu = float(np.mean([s["gpus"][0]["util_percent"] for s in recent]))
+                cpu = float(np.mean([s["cpu_percent"] for s in recent]))
+                return gpu < gpu_below and cpu >= cpu_above
+            """,
+        "the last sample decides alone": """
+            def input_bound(samples, now, window_s=30.0, gpu_below=30.0, cpu_above=90.0, min_samples=3):
+                recent = [s for s in samples if s is samples[-1]]
+                if not recent:
+                    return False
+                gpu = float(np.mean([g["util_percent"] for s in recent for g in s["gpus"]]))
+                cpu = float(np.mean([s["cpu_percent"] for s in recent]))
+                return gpu < gpu_below and cpu >= cpu_above
+            """,
+        "min_samples ignored": """
+            def input_bound(samples, now, window_s=30.0, gpu_below=30.0, cpu_above=90.0, min_samples=3):
+                recent = [s for s in samples if now - window_s <= s["time"] <= now]
+                if not recent:
+                    return False
+                gpu = float(np.mean([g["util_percent"] for s in recent for g in s["gpus"]]))
+                cpu = float(np.mean([s["cpu_percent"] for s in recent]))
+                return gpu < gpu_below and cpu >= cpu_above
+            """,
+        "CPU strictly above (>, not >=)": """
+            def input_bound(samples, now, window_s=30.0, gpu_below=30.0, cpu_above=90.0, min_samples=3):
+                recent = [s for s in samples if now - window_s <= s["time"] <= now]
+                if len(recent) < min_samples:
+                    return False
+                gpu = float(np.mean([g["util_percent"] for s in recent for g in s["gpus"]]))
+                cpu = float(np.mean([s["cpu_percent"] for s in recent]))
+                return gpu < gpu_below and cpu > cpu_above
+            """,
+        "GPU at most (<=, not <)": """
+            def input_bound(samples, now, window_s=30.0, gpu_below=30.0, cpu_above=90.0, min_samples=3):
+                recent = [s for s in samples if now - window_s <= s["time"] <= now]
+                if len(recent) < min_samples:
+                    return False
+                gpu = float(np.mean([g["util_percent"] for s in recent for g in s["gpus"]]))
+                cpu = float(np.mean([s["cpu_percent"] for s in recent]))
+                return gpu <= gpu_below and cpu >= cpu_above
+            """,
+    },
 }
 
 RIGHT = {
@@ -261,6 +335,31 @@ RIGHT = {
                     per = (t1 - t0) / (s1 - s0)
                 limit = minimum_s if minimum_s > factor * per else factor * per
                 return now - max(r["time"] for r in records) > limit
+            """,
+    },
+    5: {
+        "running sums, the window written as its complement": """
+            def input_bound(samples, now, window_s=30.0, gpu_below=30.0, cpu_above=90.0, min_samples=3):
+                n = cpu = gpu = readings = 0
+                for s in samples:
+                    if s["time"] < now - window_s or s["time"] > now:
+                        continue
+                    n += 1
+                    cpu += s["cpu_percent"]
+                    for g in s["gpus"]:
+                        readings += 1
+                        gpu += g["util_percent"]
+                return n >= min_samples and gpu / readings < gpu_below and cpu / n >= cpu_above
+            """,
+        "pandas on the flattened readings": """
+            import pandas as pd
+            def input_bound(samples, now, window_s=30.0, gpu_below=30.0, cpu_above=90.0, min_samples=3):
+                frame = pd.DataFrame(samples)
+                recent = frame[frame["time"].between(now - window_s, now)]
+                if len(recent) < min_samples:
+                    return False
+                utils = pd.Series([g["util_percent"] for gpus in recent["gpus"] for g in gpus], dtype=float)
+                return bool(utils.mean() < gpu_below and recent["cpu_percent"].mean() >= cpu_above)
             """,
     },
 }

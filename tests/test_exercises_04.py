@@ -141,6 +141,120 @@ WRONG = {
         "the figure left open": SECTION.format(**{**GOOD_SECTION, "close": "pass"}),
         "an SVG labelled as PNG": SECTION.format(**{**GOOD_SECTION, "fmt": "svg"}),
     },
+    5: {
+        "ties reversed (argsort ascending, then [::-1])": """
+            def top_confusions(matrix, names, k=10):
+                matrix = np.asarray(matrix)
+                off = matrix.copy()
+                np.fill_diagonal(off, 0)
+                rows_i, cols_j = np.nonzero(off)
+                order = np.argsort(off[rows_i, cols_j], kind='stable')[::-1][:k]
+                totals = matrix.sum(axis=1)
+                body = ""
+                for i, j in zip(rows_i[order], cols_j[order]):
+                    count = int(off[i, j])
+                    body += (f"<tr><td>{html.escape(names[i])}</td><td>{html.escape(names[j])}</td>"
+                             f"<td>{count}</td><td>{100 * count / totals[i]:.1f}%</td></tr>")
+                head = "<tr><th>true class</th><th>predicted as</th><th>rows</th><th>share of true class</th></tr>"
+                return f'<table class="grid">{head}{body}</table>'
+            """,
+        "the diagonal left in": """
+            def top_confusions(matrix, names, k=10):
+                matrix = np.asarray(matrix)
+                off = matrix.copy()
+                pass
+                rows_i, cols_j = np.nonzero(off)
+                order = np.argsort(-off[rows_i, cols_j], kind="stable")[:k]
+                totals = matrix.sum(axis=1)
+                body = ""
+                for i, j in zip(rows_i[order], cols_j[order]):
+                    count = int(off[i, j])
+                    body += (f"<tr><td>{html.escape(names[i])}</td><td>{html.escape(names[j])}</td>"
+                             f"<td>{count}</td><td>{100 * count / totals[i]:.1f}%</td></tr>")
+                head = "<tr><th>true class</th><th>predicted as</th><th>rows</th><th>share of true class</th></tr>"
+                return f'<table class="grid">{head}{body}</table>'
+            """,
+        "share of the predicted class (column sum)": """
+            def top_confusions(matrix, names, k=10):
+                matrix = np.asarray(matrix)
+                off = matrix.copy()
+                np.fill_diagonal(off, 0)
+                rows_i, cols_j = np.nonzero(off)
+                order = np.argsort(-off[rows_i, cols_j], kind="stable")[:k]
+                totals = matrix.sum(axis=0)
+                body = ""
+                for i, j in zip(rows_i[order], cols_j[order]):
+                    count = int(off[i, j])
+                    body += (f"<tr><td>{html.escape(names[i])}</td><td>{html.escape(names[j])}</td>"
+                             f"<td>{count}</td><td>{100 * count / totals[j]:.1f}%</td></tr>")
+                head = "<tr><th>true class</th><th>predicted as</th><th>rows</th><th>share of true class</th></tr>"
+                return f'<table class="grid">{head}{body}</table>'
+            """,
+        "share of all rows": """
+            def top_confusions(matrix, names, k=10):
+                matrix = np.asarray(matrix)
+                off = matrix.copy()
+                np.fill_diagonal(off, 0)
+                rows_i, cols_j = np.nonzero(off)
+                order = np.argsort(-off[rows_i, cols_j], kind="stable")[:k]
+                totals = np.full(len(matrix), matrix.sum())
+                body = ""
+                for i, j in zip(rows_i[order], cols_j[order]):
+                    count = int(off[i, j])
+                    body += (f"<tr><td>{html.escape(names[i])}</td><td>{html.escape(names[j])}</td>"
+                             f"<td>{count}</td><td>{100 * count / totals[i]:.1f}%</td></tr>")
+                head = "<tr><th>true class</th><th>predicted as</th><th>rows</th><th>share of true class</th></tr>"
+                return f'<table class="grid">{head}{body}</table>'
+            """,
+        "names not escaped": """
+            def top_confusions(matrix, names, k=10):
+                matrix = np.asarray(matrix)
+                off = matrix.copy()
+                np.fill_diagonal(off, 0)
+                rows_i, cols_j = np.nonzero(off)
+                order = np.argsort(-off[rows_i, cols_j], kind="stable")[:k]
+                totals = matrix.sum(axis=1)
+                body = ""
+                for i, j in zip(rows_i[order], cols_j[order]):
+                    count = int(off[i, j])
+                    body += (f"<tr><td>{names[i]}</td><td>{names[j]}</td>"
+                             f"<td>{count}</td><td>{100 * count / totals[i]:.1f}%</td></tr>")
+                head = "<tr><th>true class</th><th>predicted as</th><th>rows</th><th>share of true class</th></tr>"
+                return f'<table class="grid">{head}{body}</table>'
+            """,
+        "zero counts listed up to k": """
+            def top_confusions(matrix, names, k=10):
+                matrix = np.asarray(matrix)
+                off = matrix.copy()
+                np.fill_diagonal(off, 0)
+                rows_i, cols_j = np.nonzero(np.ones_like(off) - np.eye(len(off), dtype=off.dtype))
+                order = np.argsort(-off[rows_i, cols_j], kind="stable")[:k]
+                totals = matrix.sum(axis=1)
+                body = ""
+                for i, j in zip(rows_i[order], cols_j[order]):
+                    count = int(off[i, j])
+                    body += (f"<tr><td>{html.escape(names[i])}</td><td>{html.escape(names[j])}</td>"
+                             f"<td>{count}</td><td>{100 * count / totals[i]:.1f}%</td></tr>")
+                head = "<tr><th>true class</th><th>predicted as</th><th>rows</th><th>share of true class</th></tr>"
+                return f'<table class="grid">{head}{body}</table>'
+            """,
+        "true and predicted swapped": """
+            def top_confusions(matrix, names, k=10):
+                matrix = np.asarray(matrix)
+                off = matrix.copy()
+                np.fill_diagonal(off, 0)
+                rows_i, cols_j = np.nonzero(off)
+                order = np.argsort(-off[rows_i, cols_j], kind="stable")[:k]
+                totals = matrix.sum(axis=1)
+                body = ""
+                for i, j in zip(rows_i[order], cols_j[order]):
+                    count = int(off[i, j])
+                    body += (f"<tr><td>{html.escape(names[j])}</td><td>{html.escape(names[i])}</td>"
+                             f"<td>{count}</td><td>{100 * count / totals[j]:.1f}%</td></tr>")
+                head = "<tr><th>true class</th><th>predicted as</th><th>rows</th><th>share of true class</th></tr>"
+                return f'<table class="grid">{head}{body}</table>'
+            """,
+    },
 }
 
 RIGHT = {
@@ -202,6 +316,32 @@ RIGHT = {
             from pipeline import report
             def figure_section(title, figure):
                 return f"<section><h2>{html.escape(title)}</h2>{report.figure_html(figure, title)}</section>"
+            """,
+    },
+    5: {
+        "sorted Python tuples into the package's report.table": """
+            import numpy as np
+            from pipeline import report
+            def top_confusions(matrix, names, k=10):
+                m = np.asarray(matrix)
+                cells = sorted((-int(m[i, j]), i, j) for i in range(len(m)) for j in range(len(m)) if i != j and m[i, j] > 0)
+                rows = [(names[i], names[j], -c, f"{-100 * c / m[i].sum():.1f}%") for c, i, j in cells[:k]]
+                return report.table(rows, ("true class", "predicted as", "rows", "share of true class"), cls="grid")
+            """,
+        "np.lexsort on (j, i, -count), shares rounded with round()": """
+            import html
+            import numpy as np
+            def top_confusions(matrix, names, k=10):
+                m = np.array(matrix, dtype=np.int64)
+                i, j = np.indices(m.shape)
+                keep = (i != j) & (m > 0)
+                i, j, c = i[keep], j[keep], m[keep]
+                pick = np.lexsort((j, i, -c))[:k]
+                cells = "".join("<tr>" + "".join(f"<td>{v}</td>" for v in (html.escape(names[a]), html.escape(names[b]), n,
+                                                                            f"{round(100 * n / m[a].sum(), 1)}%")) + "</tr>"
+                                for a, b, n in zip(i[pick], j[pick], c[pick]))
+                return ('<table class="grid"><tr><th>true class</th><th>predicted as</th><th>rows</th>'
+                        "<th>share of true class</th></tr>" + cells + "</table>")
             """,
     },
 }
