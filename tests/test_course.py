@@ -94,7 +94,7 @@ def test_make_check_reports_each_check(tmp_path: Path):
                             timeout=600, cwd=tmp_path)
     assert result.returncode == 1
     assert "check 1: FAILED  NotImplementedError: Exercise 1" in result.stdout
-    assert "0/4 checks pass" in result.stdout
+    assert "0/5 checks pass" in result.stdout
     bad = subprocess.run([sys.executable, "-m", "pipeline.course", "check", "09"], capture_output=True, text=True)
     assert bad.returncode == 2 and "no exercises/09_*.ipynb" in bad.stderr
 
