@@ -3,66 +3,16 @@ lesson warns about) and accepts a correct answer written differently from the so
 cells are executed with the answer substituted for the exercise cell, then the check cell runs (no kernel per case)."""
 from __future__ import annotations
 
-import textwrap
-from pathlib import Path
-
-import nbformat
 import pytest
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "solutions" / "02_training_pipeline.ipynb"
+from exercise_checks import SOLUTIONS, Exercises, rejects
 
-
-class Exercises:
-    """The solved notebook's code cells, with a namespace ready before each exercise (earlier ones solved)."""
-
-    def __init__(self, path: Path):
-        self.cells = [c for c in nbformat.read(str(path), as_version=4).cells if c.cell_type == "code"]
-        self.exercises = [i for i, c in enumerate(self.cells) if "exercise" in c.metadata.get("tags", [])]
-        self._ready: dict[int, dict] = {}
-
-    def _before(self, number: int) -> dict:
-        if number not in self._ready:
-            namespace: dict = {"__name__": "__exercises__"}
-            for cell in self.cells[: self.exercises[number - 1]]:
-                exec(compile(cell.source, f"<cell before exercise {number}>", "exec"), namespace)
-            self._ready[number] = namespace
-        return self._ready[number]
-
-    def check(self, number: int, answer: str | None = None) -> None:
-        """Run exercise `number`'s check after `answer` (the solution when None); raises what the check raises."""
-        index = self.exercises[number - 1]
-        namespace = dict(self._before(number))
-        exec(compile(self.cells[index].source if answer is None else textwrap.dedent(answer), "<answer>", "exec"), namespace)
-        for cell in self.cells[index + 1:]:
-            if "exercise" in cell.metadata.get("tags", []):
-                break
-            exec(compile(cell.source, "<check>", "exec"), namespace)
+NOTEBOOK = SOLUTIONS / "02_training_pipeline.ipynb"
 
 
 @pytest.fixture(scope="module")
 def notebook() -> Exercises:
     return Exercises(NOTEBOOK)
-
-
-def rejects(notebook: Exercises, number: int, answer: str) -> str:
-    with pytest.raises(AssertionError) as caught:
-        notebook.check(number, answer)
-    message = str(caught.value)
-    assert message, "a check's assertion must say what was expected and what came"
-    return message
-
-
-@pytest.fixture(scope="module")
-def notebook() -> Exercises:
-    return Exercises(NOTEBOOK)
-
-
-def rejects(notebook: Exercises, number: int, answer: str) -> str:
-    with pytest.raises(AssertionError) as caught:
-        notebook.check(number, answer)
-    message = str(caught.value)
-    assert message, "a check's assertion must say what was expected and what came"
-    return message
 
 
 def test_the_solutions_pass(notebook: Exercises):

@@ -3,41 +3,17 @@ answers (with a message saying what was expected and what came) and accept a cor
 differently from the solution. The notebook's cells are exec'd in order with the answer substituted."""
 from __future__ import annotations
 
-import textwrap
-from pathlib import Path
-
 import nbformat
 import pytest
 
 from pipeline import course
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "solutions" / "03_monitoring.ipynb"
+from exercise_checks import SOLUTIONS, checker
+
+NOTEBOOK = SOLUTIONS / "03_monitoring.ipynb"
 
 
-def run_check(number: int, answer: str | None = None) -> dict:
-    """Run the solution notebook's code cells up to exercise `number`'s check, with `answer` (source code) in
-    place of that exercise's solution; returns the namespace. Earlier exercises keep their solutions."""
-    cells = [c for c in nbformat.read(str(NOTEBOOK), as_version=4).cells if c.cell_type == "code"]
-    namespace: dict = {"__name__": "__main__"}
-    seen = 0
-    for cell in cells:
-        tags = cell.metadata.get("tags", [])
-        if "exercise" in tags:
-            seen += 1
-            if seen == number and answer is not None:
-                exec(compile(textwrap.dedent(answer), f"<answer {number}>", "exec"), namespace)
-                continue
-        exec(compile(cell.source, f"<cell {seen}>", "exec"), namespace)
-        if "check" in tags and seen == number:
-            return namespace
-    raise AssertionError(f"exercise {number} has no check cell")
-
-
-def assert_rejected(number: int, answer: str) -> None:
-    with pytest.raises(AssertionError) as failure:
-        run_check(number, answer)
-    message = str(failure.value)
-    assert "expected" in message and "got" in message, f"the check's message does not say what was expected and got: {message!r}"
+run_check, assert_rejected = checker(NOTEBOOK)
 
 
 WRONG = {
