@@ -343,7 +343,8 @@ class MlflowSink:
         else:
             experiment = client.get_experiment_by_name(self.experiment_name)
             self.experiment_id = (experiment.experiment_id if experiment is not None
-                                  else client.create_experiment(self.experiment_name))
+                                  else client.create_experiment(self.experiment_name,
+                                                                artifact_location=artifact_root(self.tracking_uri)))
             run = client.create_run(self.experiment_id, run_name=self.run_name, tags={**source_tags(), **self._tags})
             self.run_id = run.info.run_id
             self._params_due = True  # a resumed run keeps the values it was created with
@@ -520,6 +521,15 @@ class MlflowSink:
         finally:
             mlflow.set_tracking_uri(uri)
             fluent._active_experiment_id = experiment
+
+
+def artifact_root(tracking_uri: str) -> str | None:
+    """Artefacts beside a sqlite store (`mlflow.db` -> `mlartifacts/`), not in an `mlruns/` folder wherever the
+    process happened to run; None (MLflow's choice) for a server, which stores them itself."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = Path(tracking_uri[len("sqlite:///"):]).expanduser()
+    return (database.resolve().parent / "mlartifacts").as_uri()
 
 
 def source_tags() -> dict[str, str]:
