@@ -73,4 +73,4 @@ benchmarks: setup
 	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_train.py
 
 clean:
-	rm -rf runs reports processed_data checkpoints mlflow.db
+	rm -rf runs reports processed_data checkpoints mlflow.db mlartifacts
