@@ -4,7 +4,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-
 from faults import fill, tmpfs
 
 ROOT = Path(__file__).resolve().parents[2]
