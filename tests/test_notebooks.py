@@ -124,3 +124,28 @@ def test_kernels_do_not_inherit_a_non_interactive_backend(monkeypatch):
     with course.kernel_environment():
         assert "MPLBACKEND" not in os.environ
     assert os.environ["MPLBACKEND"] == "Agg"
+
+
+def test_lessons_03_to_05_run_again_in_the_same_folder(demo_run: dict[str, Path]):
+    """After `make demo`: 03 twice more (the same settings, then another learning rate), 04 and 05 once more,
+    in the demo's own folders. Each runs without error, and every earlier run is still there."""
+    run_dir = demo_run["processed data"].parent
+    before = {p.parent for p in run_dir.rglob("metrics.json")}
+    for i, learning_rate in enumerate((None, 0.003), start=2):
+        out = run_dir / "notebooks" / f"03_again_{i}.ipynb"
+        params = {"data_dir": str(demo_run["processed data"]), "work_dir": str(run_dir / "monitoring"), "epochs": 3,
+                  "overfit_epochs": 4}
+        if learning_rate is not None:
+            params["learning_rate"] = learning_rate
+        course.execute("03_monitoring", out, params, log=lambda m: None)
+        assert not errors_in(out), errors_in(out)
+    out = run_dir / "notebooks" / "04_again.ipynb"
+    course.execute("04_reporting", out, {"output_html": str(run_dir / "report_again.html"),
+                                         "metrics_path": str(demo_run["metrics"])}, log=lambda m: None)
+    assert not errors_in(out) and (run_dir / "report_again.html").stat().st_size > 0
+    out = run_dir / "notebooks" / "05_again.ipynb"
+    course.execute("05_performance", out, {"work_dir": str(run_dir / "performance"), "rows": 20_000, "repeats": 1,
+                                           "try_compile": False, "ddp_processes": 0}, log=lambda m: None)
+    assert not errors_in(out), errors_in(out)
+    after = {p.parent for p in run_dir.rglob("metrics.json")}
+    assert before <= after and len(after) > len(before)  # new runs beside the old ones, none deleted
