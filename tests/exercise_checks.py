@@ -78,3 +78,47 @@ def checker(path: Path) -> tuple[Callable[..., dict], Callable[[int, str], None]
             f"the check's message does not say what was expected and got: {message!r}"
 
     return run_check, assert_rejected
+
+
+def standard_tests(path: Path, wrong: dict[int, dict[str, str]], right: dict[int, dict[str, str]]) -> tuple:
+    """The five tests every lesson's checks get, for a solved notebook and its tables of answers: the solution
+    passes; every wrong answer is rejected, saying what was expected and what came; every differently written
+    correct answer is accepted; the unsolved stub fails with its friendly message; every exercise has a hint,
+    a check and at least two wrong answers. Assign them to module-level names so pytest collects them."""
+    from pipeline import course
+
+    run_check, assert_rejected = checker(path)
+
+    @pytest.mark.parametrize("number", sorted(wrong))
+    def test_the_solution_passes_its_check(number: int):
+        run_check(number)
+
+    @pytest.mark.parametrize("number,name", [(n, name) for n, answers in wrong.items() for name in answers],
+                             ids=lambda v: str(v))
+    def test_a_wrong_answer_is_rejected(number: int, name: str):
+        assert_rejected(number, wrong[number][name])
+
+    @pytest.mark.parametrize("number,name", [(n, name) for n, answers in right.items() for name in answers],
+                             ids=lambda v: str(v))
+    def test_a_correct_answer_written_differently_is_accepted(number: int, name: str):
+        run_check(number, right[number][name])
+
+    @pytest.mark.parametrize("number", sorted(wrong))
+    def test_the_unsolved_stub_fails_with_a_friendly_message(number: int):
+        cells = [c for c in nbformat.read(str(path), as_version=4).cells if "exercise" in c.metadata.get("tags", [])]
+        stub = course.stub_source(cells[number - 1].source, f"Exercise {number}")
+        with pytest.raises(NotImplementedError, match=f"Exercise {number}: not solved yet"):
+            run_check(number, stub)
+
+    def test_every_exercise_has_a_hint_and_is_tested():
+        cells = nbformat.read(str(path), as_version=4).cells
+        exercises = [i for i, c in enumerate(cells) if "exercise" in c.metadata.get("tags", [])]
+        assert len(exercises) >= 4 and sorted(wrong) == sorted(right) == list(range(1, len(exercises) + 1))
+        for i in exercises:
+            assert cells[i - 1].cell_type == "markdown" and "<details><summary>Hint" in cells[i - 1].source
+            assert "check" in cells[i + 1].metadata.get("tags", [])
+        assert all(len(answers) >= 2 for answers in wrong.values())
+
+    return (test_the_solution_passes_its_check, test_a_wrong_answer_is_rejected,
+            test_a_correct_answer_written_differently_is_accepted,
+            test_the_unsolved_stub_fails_with_a_friendly_message, test_every_exercise_has_a_hint_and_is_tested)

@@ -3,17 +3,9 @@ answers (with a message saying what was expected and what came) and accept a cor
 differently from the solution. The notebook's cells are exec'd in order with the answer substituted."""
 from __future__ import annotations
 
-import nbformat
-import pytest
-
-from pipeline import course
-
-from exercise_checks import SOLUTIONS, checker
+from exercise_checks import SOLUTIONS, standard_tests
 
 NOTEBOOK = SOLUTIONS / "05_performance.ipynb"
-
-
-run_check, assert_rejected = checker(NOTEBOOK)
 
 
 WRONG = {
@@ -200,36 +192,6 @@ RIGHT = {
 }
 
 
-@pytest.mark.parametrize("number", sorted(WRONG))
-def test_the_solution_passes_its_check(number: int):
-    run_check(number)
-
-
-@pytest.mark.parametrize("number,name", [(n, name) for n, answers in WRONG.items() for name in answers],
-                         ids=lambda v: str(v))
-def test_a_wrong_answer_is_rejected(number: int, name: str):
-    assert_rejected(number, WRONG[number][name])
-
-
-@pytest.mark.parametrize("number,name", [(n, name) for n, answers in RIGHT.items() for name in answers],
-                         ids=lambda v: str(v))
-def test_a_correct_answer_written_differently_is_accepted(number: int, name: str):
-    run_check(number, RIGHT[number][name])
-
-
-@pytest.mark.parametrize("number", sorted(WRONG))
-def test_the_unsolved_stub_fails_with_a_friendly_message(number: int):
-    cells = [c for c in nbformat.read(str(NOTEBOOK), as_version=4).cells if "exercise" in c.metadata.get("tags", [])]
-    stub = course.stub_source(cells[number - 1].source, f"Exercise {number}")
-    with pytest.raises(NotImplementedError, match=f"Exercise {number}: not solved yet"):
-        run_check(number, stub)
-
-
-def test_every_exercise_has_a_hint_and_is_tested():
-    cells = nbformat.read(str(NOTEBOOK), as_version=4).cells
-    exercises = [i for i, c in enumerate(cells) if "exercise" in c.metadata.get("tags", [])]
-    assert len(exercises) >= 4 and sorted(WRONG) == sorted(RIGHT) == list(range(1, len(exercises) + 1))
-    for i in exercises:
-        assert cells[i - 1].cell_type == "markdown" and "<details><summary>Hint" in cells[i - 1].source
-        assert "check" in cells[i + 1].metadata.get("tags", [])
-    assert all(len(answers) >= 2 for answers in WRONG.values())
+(test_the_solution_passes_its_check, test_a_wrong_answer_is_rejected,
+ test_a_correct_answer_written_differently_is_accepted, test_the_unsolved_stub_fails_with_a_friendly_message,
+ test_every_exercise_has_a_hint_and_is_tested) = standard_tests(NOTEBOOK, WRONG, RIGHT)
