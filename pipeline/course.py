@@ -163,6 +163,8 @@ def execute(notebook: str, output: Path, parameters: dict[str, Any], *, log: Any
     """Run one course notebook with papermill; returns the seconds it took."""
     import papermill
 
+    from pipeline import nbexec
+
     started = time.monotonic()
     names = _parameter_names(notebook)
     parameters = dict(parameters)
@@ -176,9 +178,8 @@ def execute(notebook: str, output: Path, parameters: dict[str, Any], *, log: Any
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
         with kernel_environment():
-            papermill.execute_notebook(str(repo_root() / "notebooks" / f"{notebook}.ipynb"), str(output),
-                                       parameters=parameters, kernel_name="python3", progress_bar=False,
-                                       extra_arguments=["--IPKernelApp.log_level=ERROR"], cwd=str(output.parent))
+            nbexec.execute_notebook(repo_root() / "notebooks" / f"{notebook}.ipynb", output, parameters,
+                                    cwd=output.parent)
     except papermill.PapermillExecutionError as exc:
         raise PipelineError(f"notebooks/{notebook}.ipynb failed in cell {exc.exec_count} ({exc.ename}: "
                             f"{exc.evalue}); the executed notebook with the error is {output}") from None

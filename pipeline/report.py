@@ -739,14 +739,12 @@ def show(section_html: str) -> None:
 # --------------------------------------------------------------------------------------------- generate
 def execute_report_notebook(metrics_path: Path, compare: list[Path], executed_path: Path, *,
                             title: str = "Training report") -> None:
-    import papermill
+    from pipeline import nbexec
 
-    papermill.execute_notebook(str(TEMPLATES / "report.ipynb"), str(executed_path),
-                               parameters={"metrics_path": str(metrics_path.resolve()),
-                                           "compare_paths": [str(p.resolve()) for p in compare], "title": title},
-                               kernel_name="python3", progress_bar=False, log_output=False,
-                               extra_arguments=["--IPKernelApp.log_level=ERROR"],
-                               cwd=str(executed_path.parent))
+    nbexec.execute_notebook(TEMPLATES / "report.ipynb", executed_path,
+                            {"metrics_path": str(metrics_path.resolve()),
+                             "compare_paths": [str(p.resolve()) for p in compare], "title": title},
+                            cwd=executed_path.parent)
 
 
 def render_html(executed_path: Path) -> str:
