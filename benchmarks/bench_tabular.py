@@ -1,10 +1,12 @@
 """Benchmark: the pipeline's networks against boosted trees and a linear model, on real tables, with no tuning.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_tabular.py [--seeds 1] [--models mlp,realmlp,tabm] [--only wine,cars]
+    OMP_NUM_THREADS=1 python benchmarks/bench_tabular.py --models 'mlp,mlp:clip_predictions=false' --only cars
 
 Every table ships with an installed package and is read offline: scikit-learn's breast_cancer, wine, digits
-and diabetes, the bundled penguins (data/train.csv), and, where installed (`pip install -e .[bench]`),
-statsmodels' fair, anes96 and randhie and vega_datasets' cars and seattle-weather; a missing package skips
+and diabetes, the bundled penguins (data/train.csv) and an imbalanced
+cut of the bundled Adult census table (6% positives), and, where installed (`pip install -e .[bench]`),
+statsmodels' fair, anes96, randhie and engel and vega_datasets' cars and seattle-weather; a missing package skips
 its tables with a message. Each table is prepared by `data.prepare_dataset` (seeded 70/10/20 split), then
 trained by the engine with its defaults (50 epochs, early stopping on validation loss, the best epoch restored;
 only `--model` differs), and scikit-learn's HistGradientBoosting and logistic/ridge regression are fitted on
@@ -54,6 +56,14 @@ def _penguins() -> pd.DataFrame:
     return pd.read_csv(ROOT / "data" / "train.csv")
 
 
+def _adult_rare() -> pd.DataFrame:
+    """The bundled Adult census table with the >50K class thinned to 6% of the rows (8,000 rows): imbalanced."""
+    frame = pd.read_csv(ROOT / "data" / "adult.csv")
+    rich, rest = frame[frame["income"] == ">50K"], frame[frame["income"] != ">50K"]
+    rest = rest.sample(n=min(len(rest), 7520), random_state=0)
+    return pd.concat([rest, rich.sample(n=480, random_state=0)]).sample(frac=1.0, random_state=0)
+
+
 def _statsmodels(name: str) -> Callable[[], pd.DataFrame]:
     def load() -> pd.DataFrame:
         from statsmodels import datasets
@@ -89,19 +99,32 @@ TABLES = [
     Table("anes96", _statsmodels("anes96"), "statsmodels"),
     Table("fair", _statsmodels("fair"), "statsmodels"),
     Table("seattle_weather", _vega("seattle-weather"), "vega_datasets"),
+    Table("adult_6pct", _adult_rare, "data/adult.csv", note="the >50K class thinned to 6%"),
     Table("diabetes", _sklearn("diabetes"), "scikit-learn"),
     Table("cars", _vega("cars"), "vega_datasets"),
     Table("randhie", _statsmodels("randhie"), "statsmodels", note="8,000 of 20,190 rows"),
+    Table("engel", _statsmodels("engel"), "statsmodels", note="food spending by income: a few incomes 4-8 std out"),
 ]
 
 
 # ---------------------------------------------------------------------------------------------- the contestants
+def variant(spec: str) -> tuple[str, dict]:
+    """"mlp" -> ("mlp", {}); "mlp:loss=huber;clip_predictions=false" -> ("mlp", {"loss": "huber", ...})."""
+    import yaml
+
+    model, _, overrides = spec.partition(":")
+    settings = dict(item.split("=", 1) for item in overrides.split(";") if item)
+    return model, {k: yaml.safe_load(v) for k, v in settings.items()}
+
+
 def train_network(data_dir: Path, save_dir: Path, model: str, seed: int) -> tuple[float, float, int]:
-    """(test score, seconds, epochs run) of the engine with its defaults and `--model model`."""
+    """(test score, seconds, epochs run) of the engine with its defaults and `--model model` (a `variant`)."""
     from pipeline import config as config_lib, train
 
+    model, overrides = variant(model)
     values = dict(data_dir=str(data_dir), save_dir=str(save_dir), model=model, seed=seed, resume="never",
                   progress="off", mlflow=False, tensorboard=False, system_interval=0)  # none changes the numbers
+    values.update(overrides)
     fields = {f.name for f in dataclasses.fields(config_lib.TrainConfig)}
     if "baselines" in fields:
         values["baselines"] = False  # fitted here, once per table
@@ -138,7 +161,8 @@ def fit_baselines(data_dir: Path, seed: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=1, help="split+training seeds per table (scores are means)")
-    parser.add_argument("--models", default="mlp,realmlp,tabm", help="built-in networks to train")
+    parser.add_argument("--models", default="mlp,realmlp,tabm",
+                        help="built-in networks to train, each optionally with settings: 'mlp:loss=huber;epochs=80'")
     parser.add_argument("--only", default="", help="comma-separated table names (default: all)")
     args = parser.parse_args(argv)
     import torch
@@ -168,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name, value in fit_baselines(prepared, seed).items():
                     scores[name].append(value)
                 for model in models:
-                    run_dir = Path(tmp) / f"run-{table.name}-{seed}-{model}"
+                    run_dir = Path(tmp) / f"run-{table.name}-{seed}-{models.index(model)}"
                     score, took, _ = train_network(prepared, run_dir, model, seed)
                     scores[model].append(score)
                     seconds[model].append(took)

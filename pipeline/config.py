@@ -63,6 +63,7 @@ class TrainConfig:
     grad_accum_steps: int = 1
     loss: str = "auto"                # auto | cross_entropy | mse | huber
     class_weights: str = "none"       # none | balanced
+    clip_predictions: bool = True     # clip a regression's predictions to the training target's range
     checkpoint_every: int = 1         # epochs between checkpoints
     keep_checkpoints: int = 2         # periodic ckpt-epochNNNN.pt files kept (0 keeps all)
     tracking_uri: str | None = None   # default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db

@@ -2,6 +2,8 @@
 
     scores = evaluate(net, X_val, y_val, task="classification", loss_fn=loss_fn, device=device, amp=None,
                       target_scale=(0.0, 1.0))                  # {"loss": ..., "accuracy": ..., "f1_macro": ...}
+    scores = evaluate(net, X_val, y_val, task="regression", loss_fn=loss_fn, device=device, amp=None,
+                      target_scale=(mean, std), target_range=[low, high])   # predictions clipped to [low, high]
 
 `predict_arrays` runs the model in inference mode in chunks; the metric maths is in `pipeline.metrics`.
 """
@@ -32,8 +34,10 @@ def predict_arrays(model: nn.Module, X: np.ndarray, *, device: torch.device, amp
 
 def evaluate(model: nn.Module, X: np.ndarray, y: np.ndarray, *, task: str, loss_fn: nn.Module,
              device: torch.device, amp: torch.dtype | None, target_scale: tuple[float, float],
-             detailed: bool = False, classes: list[str] | None = None) -> dict[str, Any]:
-    """Loss + task metrics of `model` on one split (metrics in the target's own units)."""
+             target_range: list[float] | None = None, detailed: bool = False,
+             classes: list[str] | None = None) -> dict[str, Any]:
+    """Loss + task metrics of `model` on one split (metrics in the target's own units). A regression's
+    predictions are clipped to `target_range` ([low, high] in the target's units) when it is given."""
     if X.shape[0] == 0:
         return {}
     out = torch.from_numpy(predict_arrays(model, X, device=device, amp=amp))
@@ -48,6 +52,8 @@ def evaluate(model: nn.Module, X: np.ndarray, y: np.ndarray, *, task: str, loss_
             result["roc_curves"] = roc_curves(np.asarray(y), probabilities, classes or [])
         return result
     mean, std = target_scale
+    if target_range is not None:
+        out = out.clamp((target_range[0] - mean) / std, (target_range[1] - mean) / std)
     scaled = (torch.from_numpy(np.asarray(y, dtype=np.float32)) - mean) / std
     loss = float(loss_fn(out[:, 0], scaled))
     predicted = out[:, 0].numpy() * std + mean

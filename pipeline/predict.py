@@ -65,5 +65,8 @@ def predict_csv(model_path: Path | str, csv_path: Path | str,
         for i, name in enumerate(classes):
             scored[f"p_{name}"] = probabilities[:, i]
     else:
-        scored["prediction"] = out[:, 0] * spec["target_std"] + spec["target_mean"]
+        prediction = out[:, 0] * spec["target_std"] + spec["target_mean"]
+        if spec.get("target_range"):  # the training target's range (models trained before it had none)
+            prediction = np.clip(prediction, *spec["target_range"])
+        scored["prediction"] = prediction
     return scored

@@ -91,10 +91,11 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
         torch.manual_seed(config.seed)
         X_train, y_train = dataset.arrays["train"]
         target_scale = standardisation(dataset.task, y_train)
+        target_range = prediction_range(dataset.task, y_train) if config.clip_predictions else None
         model_args = mlp_args(config) if model_ref == "mlp" else dict(config.model_args)
         spec = {"factory": model_ref, "factory_sha256": model_sha, "model_args": model_args,
                 "n_features": dataset.n_features, "n_outputs": dataset.n_outputs, "task": dataset.task,
-                "target_mean": target_scale[0], "target_std": target_scale[1]}
+                "target_mean": target_scale[0], "target_std": target_scale[1], "target_range": target_range}
         net = model_lib.make(factory, dataset.n_features, dataset.n_outputs, model_args, reference=model_ref)
         arrays_sha = checkpoint.arrays_sha256(dataset.arrays)
         train_batches = batches.Batches(X_train, y_train, device=device, loader=config.loader,
@@ -140,7 +141,8 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
             try:
                 X_val, y_val = dataset.arrays["val"]
                 validate = functools.partial(scoring.evaluate, X=X_val, y=y_val, task=dataset.task,
-                                             loss_fn=parts.loss_fn, device=device, amp=amp, target_scale=target_scale)
+                                             loss_fn=parts.loss_fn, device=device, amp=amp, target_scale=target_scale,
+                                             target_range=target_range)
                 status, message = fit(
                     parts, train_batches, state, epochs=config.epochs, seed=config.seed, validate=validate,
                     task=dataset.task, target_scale=target_scale, monitor_metric=monitor_metric,
@@ -369,6 +371,15 @@ def standardisation(task: str, y_train: np.ndarray) -> tuple[float, float]:
     return float(np.mean(y_train)), float(np.std(y_train)) or 1.0
 
 
+def prediction_range(task: str, y_train: np.ndarray) -> list[float] | None:
+    """[lowest, highest] training target of a regression: predictions are clipped to it (--no-clip-predictions
+    keeps them raw). A network extrapolates wildly on inputs unlike the training rows; no answer outside the
+    range it was shown is better than one far outside it. None for classification or an empty split."""
+    if task != "regression" or len(y_train) == 0:
+        return None
+    return [float(np.min(y_train)), float(np.max(y_train))]
+
+
 def build_parts(net: nn.Module, config: TrainConfig, *, task: str, y_train: np.ndarray, n_outputs: int,
                 device: torch.device, amp: torch.dtype | None, optimizer_steps_per_epoch: int,
                 world: distributed.World = distributed.World()) -> optim.StepParts:
@@ -547,8 +558,8 @@ def finish_training(parts: optim.StepParts, checkpoints: checkpoint.Checkpointer
     test = None
     if X_test.shape[0]:
         test = scoring.evaluate(best_net, X_test, y_test, task=dataset.task, loss_fn=parts.loss_fn, device=device,
-                                amp=parts.amp, target_scale=target_scale, detailed=True,
-                                classes=dataset.schema["classes"])
+                                amp=parts.amp, target_scale=target_scale, target_range=spec.get("target_range"),
+                                detailed=True, classes=dataset.schema["classes"])
     export_model(save_dir / "model.safetensors", best_net, spec=spec, schema=dataset.schema)
     import yaml
 

@@ -54,7 +54,8 @@ HELP = {
 
 
 NO_HELP = {"mlflow": "do not log to MLflow", "tensorboard": "do not write TensorBoard events",
-           "baselines": "do not fit the boosted-trees and linear baselines at the end"}
+           "baselines": "do not fit the boosted-trees and linear baselines at the end",
+           "clip_predictions": "let a regression predict outside the training target's range"}
 
 
 def build_parser() -> argparse.ArgumentParser:

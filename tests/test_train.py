@@ -248,6 +248,30 @@ def test_regression_run_and_options(regression_dir: Path, tmp_path: Path):
     assert m["epochs"][-1]["lr"] < m["epochs"][1]["lr"]  # then cosine decay
 
 
+def test_regression_predictions_stay_in_the_training_range_unless_told_otherwise(regression_dir: Path,
+                                                                                 tmp_path: Path):
+    import pandas as pd
+
+    from pipeline import predict
+
+    y_train = data.load_processed(regression_dir).arrays["train"][1]
+    far = tmp_path / "far.csv"  # price ~ 30a - 20b: these rows are 10-50 std away from anything trained on
+    pd.DataFrame({"a": [50.0, -50.0, 0.0], "b": [-10.0, 10.0, 0.0], "c": 0.0, "d": 0.0,
+                  "kind": ["p", "q", "p"]}).to_csv(far, index=False)
+    predictions = {}
+    for clip in (True, False):
+        save_dir = tmp_path / f"clip-{clip}"
+        result = train.run(train.make_config(dict(data_dir=str(regression_dir), save_dir=str(save_dir), epochs=6,
+                                                  batch_size=16, learning_rate=0.003, clip_predictions=clip,
+                                                  **FAST)), log=lambda m: None)
+        assert result.status in ("completed", "early_stopped") and result.metrics["test"]["r2"] > 0.8
+        predictions[clip] = predict.predict_csv(save_dir / "model.safetensors", far)["prediction"].to_numpy()
+    low, high = float(y_train.min()), float(y_train.max())
+    assert predictions[False][0] > high and predictions[False][1] < low  # the network extrapolates far out ...
+    assert predictions[True][0] == pytest.approx(high) and predictions[True][1] == pytest.approx(low)  # ... clipped
+    assert low < predictions[True][2] < high
+
+
 @pytest.mark.parametrize("options", [
     dict(scheduler="plateau", optimizer="sgd", early_stopping_patience=6),
     dict(scheduler="onecycle", optimizer="adam", deterministic=True),
