@@ -27,7 +27,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "scheduler": ("none", "cosine", "step", "plateau", "onecycle"),
     "amp": ("auto", "off", "bf16", "fp16"),
     "loss": ("auto", "cross_entropy", "mse", "huber"),
-    "class_weights": ("none", "balanced"),
+    "class_weights": ("auto", "none", "balanced"),
     "loader": ("memory", "dataloader"),
     "progress": ("auto", "bar", "off"),
 }
@@ -62,7 +62,7 @@ class TrainConfig:
     grad_clip: float = 0.0            # max gradient norm; 0 turns it off
     grad_accum_steps: int = 1
     loss: str = "auto"                # auto | cross_entropy | mse | huber
-    class_weights: str = "none"       # none | balanced
+    class_weights: str = "auto"       # auto (balanced when a class is rare) | none | balanced
     clip_predictions: bool = True     # clip a regression's predictions to the training target's range
     checkpoint_every: int = 1         # epochs between checkpoints
     keep_checkpoints: int = 2         # periodic ckpt-epochNNNN.pt files kept (0 keeps all)

@@ -1180,20 +1180,29 @@ def _recodings(table: Columns, labels: np.ndarray, rows: np.ndarray) -> list[tup
     return found
 
 
+def rare_classes(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """The class codes under MINORITY_SHARE of the rows and under half an even share: prepare warns about them,
+    and training weights the classes (`--class-weights auto`) when there is one."""
+    counts = np.bincount(labels, minlength=n_classes)
+    if counts.sum() == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(counts / counts.sum() < np.minimum(MINORITY_SHARE, 0.5 / n_classes))
+
+
 def _imbalance_warnings(labels: np.ndarray, classes: list[str], target: str) -> list[dict[str, Any]]:
     counts = np.bincount(labels, minlength=len(classes))
     n = int(counts.sum())
     majority = int(counts.argmax())
     found = []
-    for i in np.flatnonzero(counts / n < np.minimum(MINORITY_SHARE, 0.5 / len(classes))):
+    for i in rare_classes(labels, len(classes)):
         share = counts[i] / n
         found.append({"kind": "imbalance", "column": target, "class": classes[i], "share": float(share),
                       "rows": int(counts[i]), "message": (
             f"class '{classes[i]}' of '{target}' is {_percent(share, MINORITY_SHARE)} of the rows ({int(counts[i]):,} "
             f"of {n:,}; '{classes[majority]}' {100 * counts[majority] / n:.1f}%): a model that never predicts it can "
             f"still score accuracy {1 - share:.3f}, so watch balanced accuracy and macro F1 (val_balanced_accuracy, "
-            "val_f1_macro), not accuracy; training weights every row alike unless you pass train_pipeline.py "
-            "--class-weights balanced (and --early-stopping-metric val_f1_macro)")})
+            "val_f1_macro), not accuracy; training weights the classes to balance them (--class-weights auto; "
+            "--class-weights none weights every row alike)")})
     return found
 
 

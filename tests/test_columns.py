@@ -269,7 +269,7 @@ def test_a_rare_class_is_flagged_with_its_share_and_what_to_watch(tmp_path: Path
     warning = result.schema["warnings"][0]
     assert warning["class"] == "fraud" and warning["share"] == pytest.approx(0.06) and warning["rows"] == 60
     assert warning["message"].startswith("class 'fraud' of 'label' is 6.0% of the rows (60 of 1,000; 'ok' 94.0%)")
-    assert "val_balanced_accuracy" in warning["message"] and "--class-weights balanced" in warning["message"]
+    assert "val_balanced_accuracy" in warning["message"] and "--class-weights auto" in warning["message"]
 
 
 def test_many_even_classes_are_not_imbalance(tmp_path: Path):

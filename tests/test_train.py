@@ -248,6 +248,31 @@ def test_regression_run_and_options(regression_dir: Path, tmp_path: Path):
     assert m["epochs"][-1]["lr"] < m["epochs"][1]["lr"]  # then cosine decay
 
 
+def test_class_weights_auto_balances_a_rare_class_only():
+    six_percent = np.array([1] * 6 + [0] * 94)
+    quarter = np.array([1] * 25 + [0] * 75)
+    assert train.weigh_classes("auto", six_percent, 2) and not train.weigh_classes("auto", quarter, 2)
+    assert train.weigh_classes("balanced", quarter, 2) and not train.weigh_classes("none", six_percent, 2)
+    assert train.weigh_classes("auto", np.array([0, 1, 2] * 30 + [3] * 5), 4)  # 5% against an even 25%
+
+
+def test_a_run_on_a_rare_class_weights_it_and_says_so(tmp_path: Path):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(800, 3)), columns=["a", "b", "c"])
+    frame["label"] = np.where(frame["a"] + 0.3 * rng.normal(size=800) > 1.6, "rare", "common")  # ~6%
+    frame.to_csv(tmp_path / "rare.csv", index=False)
+    data.prepare_dataset(tmp_path / "rare.csv", tmp_path / "prepared", seed=1)
+    lines: list[str] = []
+    for setting in ("auto", "none"):
+        train.run(train.make_config(dict(data_dir=str(tmp_path / "prepared"), save_dir=str(tmp_path / setting),
+                                         epochs=2, class_weights=setting, baselines=False, **FAST)),
+                  log=lines.append)
+    weighted = [line for line in lines if line.startswith("class weights: balanced")]
+    assert len(weighted) == 1  # the auto run, not the none run
+
+
 def test_regression_predictions_stay_in_the_training_range_unless_told_otherwise(regression_dir: Path,
                                                                                  tmp_path: Path):
     import pandas as pd
