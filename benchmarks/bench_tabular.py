@@ -6,11 +6,12 @@
 Every table ships with an installed package and is read offline: scikit-learn's breast_cancer, wine, digits
 and diabetes, the bundled penguins (data/train.csv), an imbalanced cut of the bundled Adult census table (6%
 positives) and, where installed (`pip install -e .[bench]`), statsmodels' fair, anes96, randhie and engel and
-vega_datasets' cars and seattle-weather; a missing package skips its tables with a message. Each table is prepared by `data.prepare_dataset` (seeded 70/10/20 split), then
-trained by the engine with its defaults (50 epochs, early stopping on validation loss, the best epoch restored;
-only `--model` differs), and scikit-learn's HistGradientBoosting and logistic/ridge regression are fitted on
-the same processed training split. Everyone is scored on the same test split: balanced accuracy for
-classification, R² for regression. `--seeds N` repeats with N split+training seeds and prints means.
+vega_datasets' cars and seattle-weather; a missing package skips its tables with a message. Each table is
+prepared by `data.prepare_dataset` (seeded 70/10/20 split), then trained by the engine with its defaults (50
+epochs, early stopping on validation loss, the best epoch restored; only `--model` differs), and scikit-learn's
+HistGradientBoosting and logistic/ridge regression are fitted on the same processed training split. Everyone is
+scored on the same test split: balanced accuracy for classification, R² for regression. `--seeds N` repeats
+with N split+training seeds and prints means.
 """
 from __future__ import annotations
 
