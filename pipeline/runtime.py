@@ -64,9 +64,16 @@ class Interrupt:
     """SIGINT/SIGTERM set a flag; the loop saves at the next step boundary and exits 130/143.
 
     A second Ctrl-C means "now" and raises KeyboardInterrupt. Outside the main thread (where Python
-    cannot install signal handlers, e.g. a run started on a notebook's worker thread) it stays inert."""
+    cannot install signal handlers, e.g. a run started on a notebook's worker thread) it stays inert.
 
-    def __init__(self) -> None:
+    `received` is the signal this process got; `signum` is the one the run acts on. Alone they are the same.
+    Under torchrun (`shared=True`) only the ranks' agreement sets `signum` (`train_one_epoch`, `fit`), so every
+    rank stops at the same step. `received` is never overwritten: a signal that lands while an all-reduce is
+    under way is shared at the next agreement instead of being lost."""
+
+    def __init__(self, shared: bool = False) -> None:
+        self.shared = shared
+        self.received: int | None = None
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
@@ -77,9 +84,11 @@ class Interrupt:
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
+        if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.signum = signum
+        self.received = signum
+        if not self.shared:
+            self.signum = signum
 
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():

@@ -85,7 +85,7 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
     lock = runtime.SaveDirLock(save_dir) if world.main else contextlib.nullcontext()  # rank 0 owns the folder
     # A signal from here on sets a flag: the loop saves at the next step boundary and stops (130/143).
     with distributed.joined(world, device), lock, runtime.determinism(config.deterministic, device), \
-            runtime.Interrupt() as interrupt:
+            runtime.Interrupt(shared=world.launched) as interrupt:
         # 1. build the parts (seeded first: the same seed gives the same initial weights); whatever cannot be
         #    built is refused here, before the resume decision may clear an old run or anything is written
         torch.manual_seed(config.seed)
@@ -223,7 +223,10 @@ def fit(parts: optim.StepParts, train_batches: batches.Batches, state: TrainingS
             if patience > 0 and state.bad_epochs >= patience:
                 stop = "early_stopped"
 
-        # --- interrupted? (the flag is read once: a later signal is handled at the next step boundary)
+        # --- interrupted? (the flag is read once: a later signal is handled at the next step boundary; under
+        #     torchrun the ranks agree first, so a signal one rank got since the last step stops them all here)
+        if world.launched:
+            interrupt.signum, _ = distributed.agree(world, interrupt.received, False)
         if stop is None and interrupt.signum is not None:
             stop = "interrupted"
 
@@ -308,8 +311,8 @@ def train_one_epoch(parts: optim.StepParts, train_batches: batches.Batches, stat
         if state.global_step % log_every == 0:
             value = loss.item()  # one host sync per log interval, not per step
         if world.launched:
-            interrupt.signum, any_non_finite = distributed.agree(
-                world, interrupt.signum, value is not None and not math.isfinite(value))
+            interrupt.signum, any_non_finite = distributed.agree(  # what this rank received, not what was agreed
+                world, interrupt.received, value is not None and not math.isfinite(value))
             value = float("nan") if any_non_finite and (value is None or math.isfinite(value)) else value
         if value is not None:
             if not math.isfinite(value):

@@ -219,3 +219,22 @@ def test_the_monitor_and_the_report_show_the_processes(reference_ddp: Path, tmp_
     assert "processes: 2 (torchrun)" in monitor.snapshot_lines(view, [])[0]
     page = report.section_summary(report.load_run(reference_ddp / "metrics.json"))
     assert "<td>processes</td><td>2 (effective batch 64)</td>" in page
+
+
+def test_a_signal_that_lands_during_an_agreement_is_kept_for_the_next_one():
+    """Under torchrun a rank spends most of its time inside all-reduces; a SIGTERM handled just after one
+    returned used to be overwritten by the agreed "no signal" and lost (the run then completed)."""
+    from pipeline import runtime
+
+    interrupt = runtime.Interrupt(shared=True)
+    agreed_on = []
+
+    def agree(received):  # what train_one_epoch does: agree on what this rank received
+        agreed_on.append(received)
+        return None if len(agreed_on) == 1 else received
+
+    interrupt._handle(signal.SIGTERM, None)  # lands while the first all-reduce is under way ...
+    assert interrupt.signum is None  # ... and does not act alone: the ranks must agree first
+    interrupt.signum = agree(None)  # the value read before the signal landed
+    interrupt.signum = agree(interrupt.received)
+    assert agreed_on == [None, signal.SIGTERM] and interrupt.signum == signal.SIGTERM
