@@ -105,8 +105,7 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
         parts = build_parts(net.to(device), config, task=dataset.task, y_train=y_train,
                             n_outputs=dataset.n_outputs, device=device, amp=amp, world=world,
                             optimizer_steps_per_epoch=math.ceil(len(train_batches) / config.grad_accum_steps))
-        if config.class_weights == "auto" and dataset.task == "classification" and world.main \
-                and weigh_classes("auto", y_train, dataset.n_outputs):
+        if config.class_weights == "auto" and getattr(parts.loss_fn, "weight", None) is not None and world.main:
             log("class weights: balanced (--class-weights auto: a class is rare in the training split; "
                 "--class-weights none turns this off)")
         checkpoints = checkpoint.Checkpointer(save_dir, parts, device=device, every=config.checkpoint_every,
