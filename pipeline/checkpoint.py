@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,10 +26,10 @@ import torch
 
 from pipeline import config as config_lib, fileio
 from pipeline.errors import CheckpointError
+from pipeline.rundir import RunDir
 from pipeline.optim import StepParts
 
 FORMAT = "pipeline.checkpoint/1"
-PERIODIC = re.compile(r"^ckpt-epoch(\d+)\.pt$")
 
 
 def _digest(value: Any, digest: "hashlib._Hash", key: str = "") -> None:
@@ -88,11 +87,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 def candidates(save_dir: Path) -> list[Path]:
     """Checkpoint files that could continue a run, newest first: last.pt, then periodic ones by epoch."""
-    save_dir = Path(save_dir)
-    periodic = sorted((p for p in save_dir.glob("ckpt-epoch*.pt") if PERIODIC.match(p.name)),
-                      key=lambda p: int(PERIODIC.match(p.name).group(1)), reverse=True)
-    last = save_dir / "last.pt"
-    return ([last] if last.exists() else []) + periodic
+    run = RunDir(save_dir)
+    return ([run.last] if run.last.exists() else []) + run.periodic_checkpoints()
 
 
 def latest_valid(save_dir: Path) -> tuple[Path, dict[str, Any]] | None:
@@ -119,8 +115,7 @@ def prune_periodic(save_dir: Path, keep: int) -> None:
     """Keep the newest `keep` periodic checkpoints (0 keeps all)."""
     if keep <= 0:
         return
-    periodic = [p for p in candidates(save_dir) if p.name != "last.pt"]
-    for old in periodic[keep:]:
+    for old in RunDir(save_dir).periodic_checkpoints()[keep:]:
         old.unlink(missing_ok=True)
 
 
@@ -186,11 +181,11 @@ class Checkpointer:
                    "scaler": p.scaler.state_dict() if p.scaler is not None else None,
                    "rng": rng_state(self.device), "state": state.to_dict(), **self.identity}
         if kind == "best":
-            save_checkpoint(self.save_dir / "best.pt", content)
+            save_checkpoint(RunDir(self.save_dir).best, content)
             return
         periodic = state.step_in_epoch == 0 and state.epoch > 0 and state.epoch % self.every == 0
-        copies = (self.save_dir / f"ckpt-epoch{state.epoch:04d}.pt",) if periodic else ()
-        save_checkpoint(self.save_dir / "last.pt", content, copies=copies)
+        copies = (RunDir(self.save_dir).periodic(state.epoch),) if periodic else ()
+        save_checkpoint(RunDir(self.save_dir).last, content, copies=copies)
         if periodic:
             prune_periodic(self.save_dir, self.keep)
 
@@ -208,7 +203,7 @@ class Checkpointer:
 
     def best_weights(self) -> dict[str, torch.Tensor] | None:
         """The best epoch's model weights, or None when no epoch has been best yet."""
-        best = self.save_dir / "best.pt"
+        best = RunDir(self.save_dir).best
         return load_checkpoint(best, map_location=self.device)["model"] if best.exists() else None
 
 
@@ -255,7 +250,7 @@ def find_resume(save_dir: Path, resume: str, *, config: dict[str, Any], data_fin
     if resume == "auto":
         found = latest_valid(save_dir)
         if found is None:
-            if (save_dir / "metrics.json").exists() or (save_dir / "logs").is_dir():
+            if RunDir(save_dir).has_earlier_run():
                 # an earlier run stopped before its first checkpoint: nothing to continue, and its partial logs
                 # must not mix with this run's
                 log(f"{save_dir}: an earlier run left no checkpoint; starting afresh")
@@ -278,20 +273,12 @@ def find_resume(save_dir: Path, resume: str, *, config: dict[str, Any], data_fin
     return Resume(path, payload)
 
 
-# What a run writes atomically, by name: a kill between writing the temporary file and renaming it over its
-# target leaves `.NAME.<12 hex>.tmp` behind (see fileio.atomic_write_bytes).
-STALE = re.compile(r"^\.(last\.pt|best\.pt|ckpt-epoch\d+\.pt|metrics\.json|model\.safetensors|config\.yaml)"
-                   r"\.[0-9a-f]{12}\.tmp$")
-
-
 def remove_stale_temporaries(save_dir: Path) -> list[Path]:
     """Delete the temporary files a killed run left half-written (only ours, by name; call it holding the
     save-dir lock, so no live writer owns them). Returns what was removed."""
-    removed = []
-    for path in Path(save_dir).iterdir():
-        if STALE.match(path.name) and path.is_file():
-            path.unlink(missing_ok=True)
-            removed.append(path)
+    removed = RunDir(save_dir).stale_temporaries()
+    for path in removed:
+        path.unlink(missing_ok=True)
     return removed
 
 
@@ -299,11 +286,8 @@ def clear_run_outputs(save_dir: Path) -> None:
     """--resume never: remove this pipeline's own files from an earlier run in `save_dir` (nothing else)."""
     import shutil
 
-    for path in candidates(save_dir) + [save_dir / "best.pt", save_dir / "metrics.json",
-                                        save_dir / "model.safetensors", save_dir / "config.yaml"]:
-        path.unlink(missing_ok=True)
-    logs = save_dir / "logs"
-    if logs.is_dir():
-        for path in list(logs.glob("events.out.tfevents.*")) + [logs / "metrics.jsonl", logs / "system.jsonl"]:
+    for path in RunDir(save_dir).ours():
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
             path.unlink(missing_ok=True)
-        shutil.rmtree(logs / "hparams", ignore_errors=True)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import sys
 from collections.abc import Callable
 
+from pipeline import rundir
 from pipeline.errors import PipelineError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -53,17 +53,5 @@ def written_name(filename: object) -> str:
         return "(a file)"
     path = os.fspath(filename) if isinstance(filename, (str, os.PathLike)) else str(filename)
     head, name = os.path.split(path)
-    match = re.fullmatch(r"\.(.+)\.[0-9a-f]{12}\.tmp", name)
-    return os.path.join(head, match.group(1)) if match else path
-
-
-def positive_float(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
+    target = rundir.target_of_temporary(name)
+    return os.path.join(head, target) if target else path
