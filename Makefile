@@ -27,7 +27,7 @@ MLFLOW_ARTIFACTS ?= ./mlartifacts
 MLFLOW_PORT ?= 5000
 AUTH ?=
 
-.PHONY: setup demo test lab mlflow-ui mlflow-server tensorboard check exercises sweep benchmarks clean
+.PHONY: setup demo test lab mlflow-ui mlflow-server tensorboard check exercises sweep benchmarks gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -71,6 +71,10 @@ sweep: setup
 benchmarks: setup
 	$(PY) benchmarks/bench_prepare.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_train.py
+
+# The CUDA path (tests/test_cuda.py and bench_train on the GPU); one line and exit 0 where there is no GPU.
+gpu-check: setup
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf runs reports processed_data checkpoints mlflow.db mlartifacts

@@ -1,6 +1,6 @@
 """Benchmark: the training engine with every default on, against a hand-written loop on the same model.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_train.py [--rounds 3] [--epochs 4]
+    OMP_NUM_THREADS=1 python benchmarks/bench_train.py [--rounds 3] [--epochs 4] [--device cpu|cuda]
 
 Data: 200,000 training rows x 32 features (a prepared synthetic table). Model: MLP 256-256, batch 256, AdamW.
 Engine: MLflow (a local sqlite store), TensorBoard, JSONL logs, resource sampling every 2 s, a checkpoint
@@ -27,25 +27,26 @@ import json, sys, time
 from pathlib import Path
 import numpy as np, torch
 from pipeline import data, fileio, model as model_lib, train
-kind, data_dir, work, epochs = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+kind, data_dir, work, epochs, device = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 if kind in ("engine", "engine_no_sampler"):
     config = train.make_config(dict(data_dir=data_dir, save_dir=str(work / kind), epochs=epochs, batch_size=256,
-        learning_rate=1e-3, hidden_sizes="256,256", resume="never", progress="off", early_stopping_patience=0,
+        learning_rate=1e-3, hidden_sizes="256,256", resume="never", device=device, progress="off",
+        early_stopping_patience=0,
         tracking_uri=f"sqlite:///{work / 'mlflow.db'}", system_interval=0 if kind == "engine_no_sampler" else 2.0))
     train.run(config, log=lambda m: None)
     ends = [r["time"] for r in fileio.read_jsonl(work / kind / "logs" / "metrics.jsonl") if r["type"] == "epoch"]
 else:
     dataset = data.load_processed(data_dir)
-    X, y = (torch.from_numpy(a) for a in dataset.arrays["train"])
+    X, y = (torch.from_numpy(a).to(device) for a in dataset.arrays["train"])
     X_val, y_val = dataset.arrays["val"]
     torch.manual_seed(0)
-    net = model_lib.build_mlp(X.shape[1], dataset.n_outputs, (256, 256), 0.1)
+    net = model_lib.build_mlp(X.shape[1], dataset.n_outputs, (256, 256), 0.1).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
     ends = []
     for epoch in range(epochs):
         net.train()
-        perm = torch.randperm(len(X))
+        perm = torch.randperm(len(X), device=device)
         for start in range(0, len(X), 256):
             idx = perm[start:start + 256]
             loss = loss_fn(net(X.index_select(0, idx)), y.index_select(0, idx))
@@ -54,8 +55,9 @@ else:
             optimizer.step()
         net.eval()
         with torch.inference_mode():
-            val_loss = sum(float(loss_fn(net(torch.from_numpy(X_val[i:i + 4096])), torch.from_numpy(y_val[i:i + 4096])))
-                           for i in range(0, len(X_val), 4096))
+            val_loss = sum(float(loss_fn(net(torch.from_numpy(X_val[i:i + 4096]).to(device)),
+                                         torch.from_numpy(y_val[i:i + 4096]).to(device)))
+                           for i in range(0, len(X_val), 4096))  # float() waits for the device
         ends.append(time.time())
 per_epoch = [b - a for a, b in zip(ends, ends[1:])]
 print(json.dumps({"per_epoch": per_epoch}))
@@ -85,6 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (both sides run on it)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -92,7 +95,8 @@ def main() -> None:
         results: dict[str, list[float]] = {"baseline": [], "engine": [], "engine_no_sampler": []}
         for round_ in range(args.rounds):
             for kind in results:
-                done = subprocess.run([sys.executable, "-c", CHILD, kind, str(data_dir), str(work), str(args.epochs)],
+                done = subprocess.run([sys.executable, "-c", CHILD, kind, str(data_dir), str(work), str(args.epochs),
+                                       args.device],
                                       capture_output=True, text=True)
                 if done.returncode != 0:
                     sys.exit(f"{kind} failed:\n{done.stderr[-3000:]}")
