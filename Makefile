@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
-# torch goes in first, pinned but overridable: make TORCH_SPEC='torch==2.5.1' setup
+# torch goes in first, pinned but overridable: make TORCH_SPEC='torch==2.6.0' setup
 TORCH_SPEC ?= torch==2.13.0
 # The tested lock; `make CONSTRAINTS= setup` resolves freely (e.g. on a newer Python).
 CONSTRAINTS ?= constraints.txt
