@@ -4,10 +4,11 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
-# torch goes in first, pinned but overridable: make TORCH_SPEC='torch==2.6.0' setup
-TORCH_SPEC ?= torch==2.13.0
 # The tested lock; `make CONSTRAINTS= setup` resolves freely (e.g. on a newer Python).
 CONSTRAINTS ?= constraints.txt
+# torch goes in first, pinned by the lock's torch line but overridable: make TORCH_SPEC='torch==2.6.0' setup
+# (the lock's torch line is then left out, so the rest of the install keeps the torch you chose).
+TORCH_SPEC ?= $(or $(shell grep -m1 '^torch==' constraints.txt 2>/dev/null),torch==2.13.0)
 PARAMS ?= params/demo.yaml
 RUN_DIR ?= runs/demo
 HOST ?= 127.0.0.1
@@ -27,15 +28,19 @@ MLFLOW_ARTIFACTS ?= ./mlartifacts
 MLFLOW_PORT ?= 5000
 AUTH ?=
 
-.PHONY: setup demo test lab mlflow-ui mlflow-server tensorboard check exercises sweep benchmarks gpu-check clean
+.PHONY: torch-spec setup demo test lab mlflow-ui mlflow-server tensorboard check exercises sweep benchmarks gpu-check clean
 
 setup: $(VENV)/.installed
+
+torch-spec:  # what `make setup` installs first (tests/test_environment.py reads it)
+	@echo $(TORCH_SPEC)
 
 $(VENV)/.installed: pyproject.toml $(wildcard $(CONSTRAINTS))
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[course,dev]"
+	$(if $(CONSTRAINTS),grep -v '^torch==' $(CONSTRAINTS) > $(VENV)/constraints-no-torch.txt)
+	$(PY) -m pip install --quiet $(if $(CONSTRAINTS),-c $(VENV)/constraints-no-torch.txt) -e ".[course,dev]"
 	@touch $@
 
 demo: setup
