@@ -76,6 +76,7 @@ sweep: setup
 benchmarks: setup
 	$(PY) benchmarks/bench_prepare.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_cli.py
 
 # The CUDA path (tests/test_cuda.py and bench_train on the GPU); one line and exit 0 where there is no GPU.
 gpu-check: setup

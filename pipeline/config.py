@@ -33,6 +33,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+BUILT_IN_MODELS = ("mlp", "realmlp", "tabm")   # --model NAME; model.BUILT_IN builds each (a test checks they agree)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every hyperparameter and switch of a run. Field names are the flags (`--learning-rate`) and YAML keys."""

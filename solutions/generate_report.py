@@ -1,4 +1,4 @@
-"""Phase 4 CLI: a standalone HTML training report (papermill executes the report notebook, nbconvert renders it).
+"""A standalone HTML training report (papermill executes the report notebook, nbconvert renders it).
 
     python solutions/generate_report.py --metrics checkpoints/metrics.json --output training_report.html
     python solutions/generate_report.py --metrics runs/a/metrics.json --compare runs/b/metrics.json --output cmp.html
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics", type=Path, required=True, help="a run's metrics.json")
     parser.add_argument("--output", type=Path, required=True, help="the HTML file to write")
     parser.add_argument("--compare", type=Path, nargs="*", default=[], help="other runs' metrics.json to overlay")
-    parser.add_argument("--title", default="Training report")
+    parser.add_argument("--title", default="Training report", help="the report's title (default: Training report)")
     parser.add_argument("--executed-notebook", type=Path, help="also keep the executed report notebook here")
     return parser
 

@@ -1,4 +1,4 @@
-"""Phase 3 CLI: a live terminal dashboard of a training run in another process.
+"""A live terminal dashboard of a training run in another process.
 
     python solutions/monitor_training.py --log-dir checkpoints/logs            # follows until the run ends
     python solutions/monitor_training.py --log-dir checkpoints/logs --once     # one snapshot

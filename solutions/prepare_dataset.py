@@ -1,4 +1,4 @@
-"""Phase 1 CLI: prepare a CSV for training (splits, preprocessing, schema.json).
+"""Prepare a CSV for training (splits, preprocessing, schema.json).
 
     python solutions/prepare_dataset.py --data-path data/train.csv --output-dir processed_data --test-split 0.2
 
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", help="target column (default: 'target' or 'label', else the last column)")
     parser.add_argument("--task", choices=["auto", "classification", "regression"], default="auto",
                         help="auto (default), classification or regression")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42, help="seeds the splits: the same seed gives the same rows (default 42)")
     parser.add_argument("--drop", type=column_list, action="extend", default=[], metavar="COL[,COL...]",
                         help="columns to leave out (e.g. an ID or a value only known after the outcome); repeatable")
     parser.add_argument("--categorical", type=column_list, action="extend", default=[], metavar="COL[,COL...]",

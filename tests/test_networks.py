@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import data, evaluate, fileio, model, networks, predict, train
+from pipeline import config, data, evaluate, fileio, model, networks, predict, train
 
 from conftest import make_classification_csv, make_regression_csv, script_env
 from test_train import FAST, assert_same_training, strict_json
@@ -37,6 +37,7 @@ def test_built_in_names_and_model_args():
     assert model.BUILT_IN["realmlp"] is networks.build_realmlp and model.BUILT_IN["tabm"] is networks.build_tabm
     assert model.resolve_factory("tabm") == (networks.build_tabm, "tabm", None)
     assert model.BUILT_IN["mlp"] is model.build_mlp  # the plain MLP stays available by name
+    assert tuple(model.BUILT_IN) == config.BUILT_IN_MODELS  # the names --help lists without importing torch
     net = model.make(networks.build_realmlp, 5, 3, {"width": 24, "depth": 2, "embedding_dim": 3}, reference="realmlp")
     assert [m.out_features for m in net.body if isinstance(m, torch.nn.Linear)] == [24, 24]
     assert net.body[0].in_features == 5 * 3
