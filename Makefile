@@ -1,6 +1,6 @@
 # One-command set-up and the course's entry points. Every target creates .venv on first use.
 #   make demo   set up, then run notebooks 01->05 with papermill (params/demo.yaml)
-#   make test   set up, then the whole test suite
+#   make test   set up, then the whole test suite (make test-fast: the unit tests only, in minutes)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -28,7 +28,7 @@ MLFLOW_ARTIFACTS ?= ./mlartifacts
 MLFLOW_PORT ?= 5000
 AUTH ?=
 
-.PHONY: torch-spec setup demo test lab mlflow-ui mlflow-server tensorboard check exercises sweep benchmarks gpu-check clean
+.PHONY: torch-spec setup demo test test-fast lab mlflow-ui mlflow-server tensorboard check exercises sweep benchmarks gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -48,6 +48,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+# Unit tests only (no subprocess, server, notebook or browser): the tier to run all day. A fast-tier test that
+# starts a process fails and says so (tests/conftest.py).
+test-fast: setup
+	PIPELINE_TEST_TIER=fast $(PY) -m pytest -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
 
 lab: setup
 	$(BIN)/jupyter lab --ip=$(HOST) --no-browser $(if $(filter 0,$(shell id -u)),--allow-root) \

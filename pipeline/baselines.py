@@ -23,8 +23,12 @@ MAX_ROWS = 20_000  # training rows the baselines see at most
 
 
 def fit_baselines(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray, *, task: str,
-                  n_classes: int, seed: int = 0, max_rows: int = MAX_ROWS) -> dict[str, Any]:
-    """Test scores of each baseline (the same metrics as the network's, plus `fit_seconds`)."""
+                  n_classes: int, seed: int = 0, max_rows: int = MAX_ROWS,
+                  outputs: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Test scores of each baseline (the same metrics as the network's, plus `fit_seconds`). A baseline that
+    fails (any exception: a subsample missing a class, a solver error) is listed under "failed" with its
+    one-line reason and the others go on: a baseline never costs the network's run. `outputs`, when given,
+    receives each baseline's test outputs (probabilities, or predictions) for the bootstrap."""
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.linear_model import LogisticRegression, Ridge
     from threadpoolctl import threadpool_limits
@@ -44,18 +48,26 @@ def fit_baselines(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, 
     result: dict[str, Any] = {"train_rows": int(X_fit.shape[0]), "of_train_rows": int(rows)}
     for name, estimator in models.items():
         started = time.perf_counter()
-        # one thread: OpenMP's spinning workers beside torch's (and anything else on the machine) made
-        # HistGradientBoosting 10-30x slower here (0.2 s -> 6.6 s on 241 rows; 2.3 s -> 27 s on 20,000)
-        with warnings.catch_warnings(), threadpool_limits(1):
-            warnings.simplefilter("ignore")  # e.g. lbfgs "failed to converge" on a hard table: the score says enough
-            estimator.fit(X_fit, y_fit)
-        seconds = time.perf_counter() - started
-        if task == "classification":
-            scores = metrics.classification_metrics(np.asarray(y_test), class_probabilities(estimator, X_test,
-                                                                                            n_classes))
-        else:
-            scores = metrics.regression_metrics(np.asarray(y_test), estimator.predict(X_test))
+        try:
+            # one thread: OpenMP's spinning workers beside torch's (and anything else on the machine) made
+            # HistGradientBoosting 10-30x slower here (0.2 s -> 6.6 s on 241 rows; 2.3 s -> 27 s on 20,000)
+            with warnings.catch_warnings(), threadpool_limits(1):
+                warnings.simplefilter("ignore")  # e.g. lbfgs "failed to converge": the score says enough
+                estimator.fit(X_fit, y_fit)
+            seconds = time.perf_counter() - started
+            if task == "classification":
+                predicted = class_probabilities(estimator, X_test, n_classes)
+                scores = metrics.classification_metrics(np.asarray(y_test), predicted)
+            else:
+                predicted = estimator.predict(X_test)
+                scores = metrics.regression_metrics(np.asarray(y_test), predicted)
+        except Exception as exc:  # noqa: BLE001 - any failure of a baseline is reported, never fatal
+            first = str(exc).splitlines()[0][:200] if str(exc) else ""
+            result.setdefault("failed", {})[name] = f"{type(exc).__name__}: {first}".rstrip(": ")
+            continue
         result[name] = {**scores, "fit_seconds": round(seconds, 3)}
+        if outputs is not None:
+            outputs[name] = predicted
     return result
 
 
@@ -72,14 +84,22 @@ def headline(task: str) -> str:
 
 
 def comparison_line(test: dict[str, Any], baselines: dict[str, Any] | None, task: str) -> str:
-    """`test balanced_accuracy: network 0.912 · boosted trees 0.935 · linear 0.871` for the console."""
+    """`test balanced_accuracy: network 0.912 [0.88, 0.94] · boosted trees 0.935 [...] · linear 0.871 [...]`, for the
+    console, with each baseline that failed on a line of its own."""
     key = headline(task)
-    parts = [f"network {test.get(key):.4f}" if isinstance(test.get(key), (int, float)) else "network n/a"]
+    def scored(value: Any, interval: Any) -> str:
+        if not isinstance(value, (int, float)):
+            return "n/a"
+        return f"{value:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if isinstance(interval, list) else "")
+
+    parts = [f"network {scored(test.get(key), (test.get('intervals') or {}).get(key))}"]
     for name, label in (("hist_gradient_boosting", "boosted trees"), ("linear", "linear")):
-        value = ((baselines or {}).get(name) or {}).get(key)
-        if isinstance(value, (int, float)):
-            parts.append(f"{label} {value:.4f}")
+        entry = (baselines or {}).get(name) or {}
+        if isinstance(entry.get(key), (int, float)):
+            parts.append(f"{label} {scored(entry[key], (entry.get('intervals') or {}).get(key))}")
     line = f"test {key}: " + " · ".join(parts)
     if baselines and baselines["train_rows"] < baselines["of_train_rows"]:
         line += f" (baselines fitted on {baselines['train_rows']:,} of {baselines['of_train_rows']:,} training rows)"
+    for name, reason in ((baselines or {}).get("failed") or {}).items():
+        line += f"\nbaseline {name} failed and was skipped: {reason}"
     return line

@@ -50,6 +50,9 @@ def evaluate(model: nn.Module, X: np.ndarray, y: np.ndarray, *, task: str, loss_
                                                                  classes=classes)}
         if detailed:
             result["roc_curves"] = roc_curves(np.asarray(y), probabilities, classes or [])
+            result["pr_curves"] = pr_curves(np.asarray(y), probabilities, classes or [])
+            result["average_precision"] = metrics.average_precision(np.asarray(y), probabilities)
+            result["calibration"] = metrics.calibration(np.asarray(y), probabilities)
         return result
     mean, std = target_scale
     if target_range is not None:
@@ -64,15 +67,48 @@ def evaluate(model: nn.Module, X: np.ndarray, y: np.ndarray, *, task: str, loss_
     return result
 
 
+def test_outputs(model: nn.Module, X: np.ndarray, *, task: str, device: torch.device, amp: torch.dtype | None,
+                 target_scale: tuple[float, float], target_range: list[float] | None = None) -> np.ndarray:
+    """What the bootstrap resamples: class probabilities (rows, classes), or predictions (rows,) in the target's
+    units, clipped as `evaluate` clips them."""
+    out = torch.from_numpy(predict_arrays(model, X, device=device, amp=amp))
+    if task == "classification":
+        return torch.softmax(out, dim=1).numpy()
+    mean, std = target_scale
+    if target_range is not None:
+        out = out.clamp((target_range[0] - mean) / std, (target_range[1] - mean) / std)
+    return out[:, 0].numpy().astype(np.float64) * std + mean
+
+
 def roc_curves(y: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """One-vs-rest ROC curves (thinned to 200 points): one, of the positive class, for two classes."""
     from sklearn.metrics import roc_curve
 
     curves = {}
     for i, name in enumerate(classes):
+        if len(classes) == 2 and i == 0:
+            continue  # the negative class's curve is the positive's mirror image
         positives = (y == i)
         if positives.all() or not positives.any():
             continue
         fpr, tpr, _ = roc_curve(positives, probabilities[:, i])
         keep = np.unique(np.linspace(0, len(fpr) - 1, num=min(len(fpr), 200)).astype(int))
         curves[name] = {"fpr": fpr[keep].round(5).tolist(), "tpr": tpr[keep].round(5).tolist()}
+    return curves
+
+
+def pr_curves(y: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """One-vs-rest precision-recall curves (thinned to 200 points), of the positive class for two classes, with
+    each class's share of the rows (the precision a random guess reaches)."""
+    from sklearn.metrics import precision_recall_curve
+
+    curves = {}
+    for i, name in enumerate(classes):
+        positives = (y == i)
+        if (len(classes) == 2 and i == 0) or positives.all() or not positives.any():
+            continue
+        precision, recall, _ = precision_recall_curve(positives, probabilities[:, i])
+        keep = np.unique(np.linspace(0, len(recall) - 1, num=min(len(recall), 200)).astype(int))
+        curves[name] = {"recall": recall[keep].round(5).tolist(), "precision": precision[keep].round(5).tolist(),
+                        "share": round(float(positives.mean()), 5)}
     return curves

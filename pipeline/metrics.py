@@ -136,3 +136,45 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     total = float(((y_true - y_true.mean()) ** 2).sum())
     return {"rmse": float(np.sqrt((error ** 2).mean())), "mae": float(np.abs(error).mean()),
             "r2": float(1 - (error ** 2).sum() / total) if total > 0 else float("nan")}
+
+
+def average_precision(y_true: np.ndarray, probabilities: np.ndarray) -> float | None:
+    """Area under the precision-recall curve (scikit-learn's average precision): of the positive class for two
+    classes, macro one-vs-rest over the classes present for more. Unlike ROC-AUC it falls with the positives'
+    share, so it is the score to read on an imbalanced table. None when no class can be scored."""
+    from sklearn.metrics import average_precision_score
+
+    n_classes = probabilities.shape[1]
+    scored = [1] if n_classes == 2 else range(n_classes)
+    values = [float(average_precision_score(y_true == c, probabilities[:, c])) for c in scored
+              if 0 < (y_true == c).sum() < len(y_true)]
+    return float(np.mean(values)) if values else None
+
+
+def calibration(y_true: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> dict:
+    """How far predicted probabilities are from observed frequencies. Two classes: the positive class's
+    probability against the share of positives (a reliability diagram); more classes: the top class's
+    probability (the confidence) against how often it is right. `brier`: the mean squared error of the
+    probabilities (of the positive class for two classes; summed over classes for more); `ece`: expected
+    calibration error, the rows-weighted mean gap between confidence and frequency over equal-width bins."""
+    n_classes = probabilities.shape[1]
+    if n_classes == 2:
+        confidence, observed = probabilities[:, 1], (y_true == 1).astype(np.float64)
+        brier = float(((confidence - observed) ** 2).mean())
+    else:
+        confidence = probabilities.max(axis=1)
+        observed = (probabilities.argmax(axis=1) == y_true).astype(np.float64)
+        brier = float(((probabilities - np.eye(n_classes)[y_true]) ** 2).sum(axis=1).mean())
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    count = np.bincount(which, minlength=bins)
+    mean_confidence = np.bincount(which, weights=confidence, minlength=bins)
+    mean_observed = np.bincount(which, weights=observed, minlength=bins)
+    filled = count > 0
+    mean_confidence[filled] /= count[filled]
+    mean_observed[filled] /= count[filled]
+    ece = float((np.abs(mean_confidence - mean_observed) * count).sum() / max(1, len(y_true)))
+    table = [{"low": i / bins, "high": (i + 1) / bins, "count": int(count[i]),
+              "confidence": round(float(mean_confidence[i]), 6), "observed": round(float(mean_observed[i]), 6)}
+             for i in range(bins) if filled[i]]
+    return {"brier": round(brier, 6), "ece": round(ece, 6), "of": "positive class" if n_classes == 2 else "top class",
+            "bins": table}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import importlib.util
 import inspect
 import sys
@@ -60,12 +61,124 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def resolve_factory(reference: str, model_fn: ModelFn | None = None) -> tuple[ModelFn, str, str | None]:
-    """(factory, canonical reference, sha256 of its source or None) for `--model REFERENCE` or a function.
+    """(factory, canonical reference, identity sha256 or None) for `--model REFERENCE` or a function.
 
-    A file is recorded by absolute path and content hash; a module by name and its file's hash; a function
-    handed to the Python API by `module:qualname` and the hash of its source."""
+    The identity covers the factory's own code and every local module it uses (see `factory_files`), so an
+    edit to a helper the factory imports changes it too: a resume refuses it and `predict` says so. A file is
+    recorded by absolute path; a module by name (an installed package by its version); a function handed to
+    the Python API by `module:qualname` and its source."""
+    factory, canonical, _ = _resolve(reference, model_fn)
+    files = factory_files(reference, model_fn, factory)
+    return factory, canonical, identity_sha256(files)
+
+
+def factory_files(reference: str, model_fn: ModelFn | None, factory: ModelFn) -> dict[str, str] | None:
+    """{file or package: sha256 or version} of what the factory's behaviour depends on, or None for a built-in
+    network (the package's own code, versioned with it). Local modules are those under the factory's folder
+    (or its top-level package's parent) that are not installed packages and not this pipeline."""
+    if model_fn is None and reference in BUILT_IN:
+        return None
+    module = sys.modules.get(getattr(factory, "__module__", "") or "")
+    files: dict[str, str] = {}
+    importable = module is not None and module.__name__ != "__main__" and Path(getattr(module, "__file__", "")
+                                                                               or "").is_file()
+    if model_fn is not None and not importable:
+        # a function of a notebook or a script (predict can only be handed it again): its source, and the local
+        # modules it uses. A function of an importable module is identified like `--model module:function`.
+        files[f"{factory.__module__}:{factory.__qualname__}"] = _source_sha256(factory) or "unknown"
+        used = [getattr(factory, "__globals__", {}).get(n) for n in getattr(factory, "__code__", None).co_names] \
+            if hasattr(factory, "__code__") else []
+        for value in used:
+            target = value if inspect.ismodule(value) else sys.modules.get(getattr(value, "__module__", "") or "")
+            if target is None or target is module:
+                continue
+            file = Path(getattr(target, "__file__", "") or "")
+            if file.is_file() and not _installed(file):
+                for path in _local_modules(target, file.resolve().parent):
+                    files[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return files
+    origin = Path(getattr(module, "__file__", "") or "")
+    if not origin.is_file():
+        return files or None
+    if _installed(origin):
+        top = (module.__name__ or "").split(".")[0]
+        files[top] = "version " + _version(top)
+        return files
+    root = origin.resolve().parent
+    package = (module.__name__ or "").split(".")
+    for _ in package[1:]:  # a package's modules: its top-level folder's parent is the root
+        root = root.parent
+    for path in _local_modules(module, root):
+        files[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return files
+
+
+def check_identity(spec: dict[str, Any], model_fn: ModelFn | None = None) -> None:
+    """Refuse to rebuild a network whose factory code changed since training (the same shapes with another
+    activation would load the weights and predict something else, silently). Names what changed."""
+    recorded = spec.get("factory_sha256")
+    reference = spec.get("factory", "mlp")
+    if recorded is None or (model_fn is None and reference in BUILT_IN):
+        return
+    factory, _, now = resolve_factory(reference, model_fn)
+    if now == recorded:
+        return
+    before, after = spec.get("factory_files") or {}, factory_files(reference, model_fn, factory) or {}
+    if before and sorted(before.values()) == sorted(after.values()):
+        return  # the same code under other names (a stand-in `model_fn` copied from the moved factory file)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    what = ", ".join(changed[:5]) if changed and before else "its code"
+    raise ConfigError(f"the model's code changed since it was trained ({what} differ from the training run's); "
+                      "retrain, restore that code, or pass trust_changed_code=True to use it as it is now")
+
+
+def identity_sha256(files: dict[str, str] | None) -> str | None:
+    if files is None:
+        return None
+    return hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
+
+
+def _installed(path: Path) -> bool:
+    parts = path.resolve().parts
+    return "site-packages" in parts or "dist-packages" in parts or str(path.resolve()).startswith(sys.base_prefix)
+
+
+def _version(top: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(top)
+    except metadata.PackageNotFoundError:
+        module = sys.modules.get(top)
+        return str(getattr(module, "__version__", "unknown"))
+
+
+def _local_modules(module: Any, root: Path) -> list[Path]:
+    """The module's file and, recursively, the files of the local modules its globals refer to (imported modules,
+    and the modules that functions and classes it imported were defined in)."""
+    own = Path(__file__).resolve().parent   # this package: versioned with the project, not the user's model
+    seen: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        current = todo.pop()
+        file = Path(getattr(current, "__file__", "") or "")
+        if not file.is_file():
+            continue
+        file = file.resolve()
+        if str(file) in seen or root not in file.parents or own in file.parents or _installed(file):
+            continue
+        seen[str(file)] = file
+        for value in list(vars(current).values()):
+            if inspect.ismodule(value):
+                todo.append(value)
+            elif (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__ in sys.modules:
+                todo.append(sys.modules[value.__module__])
+    return sorted(seen.values())
+
+
+def _resolve(reference: str, model_fn: ModelFn | None) -> tuple[ModelFn, str, str | None]:
     if model_fn is not None:
-        return model_fn, f"{model_fn.__module__}:{model_fn.__qualname__}", _source_sha256(model_fn)
+        return model_fn, f"{model_fn.__module__}:{model_fn.__qualname__}", None
     if reference in BUILT_IN:
         return BUILT_IN[reference], reference, None
     where, sep, name = reference.rpartition(":")

@@ -22,9 +22,11 @@ from pipeline import data, model as model_lib
 from pipeline.errors import ConfigError, DataError
 
 
-def load_model(path: Path | str, model_fn: model_lib.ModelFn | None = None) -> tuple[nn.Module, dict[str, Any],
-                                                                                      dict[str, Any]]:
-    """Rebuild the network from the safetensors file; returns (model in eval mode, model spec, data schema)."""
+def load_model(path: Path | str, model_fn: model_lib.ModelFn | None = None, *,
+               trust_changed_code: bool = False) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """Rebuild the network from the safetensors file; returns (model in eval mode, model spec, data schema).
+    A factory whose code (or a local module it uses) changed since training is refused unless
+    `trust_changed_code`: the weights would load into a network that computes something else."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -37,6 +39,8 @@ def load_model(path: Path | str, model_fn: model_lib.ModelFn | None = None) -> t
         raise DataError(f"{path}: not a model exported by this pipeline")
     spec, schema = json.loads(metadata["model_spec"]), json.loads(metadata["schema"])
     try:
+        if not trust_changed_code:
+            model_lib.check_identity(spec, model_fn)
         net = model_lib.build(spec, model_fn)
     except ConfigError as exc:
         raise DataError(f"{path}: the network cannot be rebuilt ({exc}); make its factory "
@@ -50,10 +54,10 @@ def load_model(path: Path | str, model_fn: model_lib.ModelFn | None = None) -> t
     return net.eval(), spec, schema
 
 
-def predict_csv(model_path: Path | str, csv_path: Path | str,
-                model_fn: model_lib.ModelFn | None = None) -> pd.DataFrame:
+def predict_csv(model_path: Path | str, csv_path: Path | str, model_fn: model_lib.ModelFn | None = None, *,
+                trust_changed_code: bool = False) -> pd.DataFrame:
     """The CSV's rows with a `prediction` column (and `p_<class>` probabilities for classification)."""
-    net, spec, schema = load_model(model_path, model_fn)
+    net, spec, schema = load_model(model_path, model_fn, trust_changed_code=trust_changed_code)
     features, frame = data.load_raw_for_scoring(csv_path, schema)
     with torch.inference_mode():
         out = net(torch.from_numpy(features)).numpy()

@@ -34,6 +34,8 @@ class RunRecord:
         self.tracking_info, self.system_summary = tracking_info, system_summary
         self.test: dict[str, Any] | None = None
         self.baselines: dict[str, Any] | None = None
+        self.uncertainty: dict[str, Any] | None = None   # how the test intervals were computed
+        self.verdict: dict[str, Any] | None = None       # the network against the best baseline
         self.ended_at: str | None = None
         self.message = ""
         self.versions = runtime.versions()
@@ -44,7 +46,8 @@ class RunRecord:
         s, schema = self.state, self.schema
         best = None
         if s.best_epoch is not None:
-            best = {"epoch": s.best_epoch, "metric": self.monitor_metric, "value": s.best_value}
+            best = {"epoch": s.best_epoch, "metric": self.monitor_metric, "value": s.best_value,
+                    "values": best_values(s.history, s.best_epoch)}
         system = dict(self.system_summary())
         if s.history:
             data_s = sum(h.get("data_seconds", 0.0) for h in s.history)
@@ -69,6 +72,8 @@ class RunRecord:
             "best": best,
             "test": self.test,
             "baselines": self.baselines,
+            "uncertainty": self.uncertainty,
+            "verdict": self.verdict,
             "system": system,
         }
 
@@ -82,6 +87,15 @@ class RunRecord:
         self.ended_at = runtime.now()
         self.message = message
         self.write()
+
+
+def best_values(history: list[dict[str, Any]], epoch: int) -> dict[str, Any]:
+    """The best epoch's scores as `best_*` names (best_epoch, best_val_loss, best_val_<metric>, best_train_loss):
+    what the engine kept and exported, for ranking runs (MLflow gets the same names)."""
+    entry = next((h for h in history if h.get("epoch") == epoch), {})
+    scores = {f"best_{k}": v for k, v in entry.items()
+              if (k.startswith("val_") or k == "train_loss") and isinstance(v, (int, float))}
+    return {"best_epoch": epoch, **scores}
 
 
 def read_record(save_dir: Path) -> dict[str, Any] | None:

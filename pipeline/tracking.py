@@ -266,6 +266,7 @@ class MlflowSink:
         self._params_due = False
         self._started = time.monotonic()
         self._tags = dict(tags or {})
+        self._late_tags: dict[str, str] = {}  # known only at the end (the verdict): set before the run closes
         self._queue: "queue.Queue[tuple[str, Any]]" = queue.Queue()
         self._pending: list[Any] = []  # mlflow Metric entities not yet accepted by the server
         # Under the engine (it sends a "run" event), step and epoch values are held until a checkpoint covers
@@ -302,8 +303,13 @@ class MlflowSink:
             self._queue.put(("model", record))
         elif kind == "baselines":  # baseline_<model>_<metric>, beside test_<metric>
             named = {f"baseline_{model}_{k}": v for model, scores in (record.get("scores") or {}).items()
-                     if isinstance(scores, dict) for k, v in numbers(scores).items()}
+                     if isinstance(scores, dict) and model != "failed" for k, v in numbers(scores).items()}
             self._queue.put(("metrics", (named, 0, int(time.time() * 1000), True)))
+        elif kind == "verdict":  # the network against the best baseline, as tags a runs table can show
+            verdict = record.get("verdict") or {}
+            self._queue.put(("tags", {"verdict.outcome": str(verdict.get("outcome")),
+                                      "verdict.baseline": str(verdict.get("baseline")),
+                                      "verdict.metric": str(verdict.get("metric"))}))
 
     def info(self) -> dict[str, Any]:
         if self.run_id is None:
@@ -413,6 +419,8 @@ class MlflowSink:
             self._artifacts.append(payload)
         elif kind == "model":
             self._model = payload
+        elif kind == "tags":
+            self._late_tags.update(payload)
         elif kind == "close":
             self._closing = payload
             if payload == "FINISHED":  # a finished run is final whole (its last checkpoint came before the
@@ -478,6 +486,11 @@ class MlflowSink:
                 first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
                 warnings.warn(f"MLflow: the model was not logged as an MLflow model ({first}); its weights are in "
                               "the run's artefacts (model_weights/)", stacklevel=2)
+        for key, value in self._late_tags.items():
+            try:
+                client.set_tag(self.run_id, key, value)
+            except Exception as exc:
+                self._warn(f"tag {key}", exc)
         try:
             client.set_terminated(self.run_id, status=status)
         except Exception as exc:

@@ -36,7 +36,8 @@ import torch
 from torch import nn
 
 from pipeline import (baselines, batches, checkpoint, config as config_lib, data, distributed, evaluate as scoring,
-                      fileio, metrics, model as model_lib, optim, runtime, status as status_lib, tracking)
+                      fileio, metrics, model as model_lib, optim, runtime, status as status_lib, tracking,
+                      uncertainty)
 from pipeline.checkpoint import TrainingState
 from pipeline.errors import CheckpointError, ConfigError, PipelineError
 from pipeline.record import RunRecord, read_record
@@ -94,6 +95,7 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
         target_range = prediction_range(dataset.task, y_train) if config.clip_predictions else None
         model_args = mlp_args(config) if model_ref == "mlp" else dict(config.model_args)
         spec = {"factory": model_ref, "factory_sha256": model_sha, "model_args": model_args,
+                "factory_files": model_lib.factory_files(config.model, model_fn, factory),
                 "n_features": dataset.n_features, "n_outputs": dataset.n_outputs, "task": dataset.task,
                 "target_mean": target_scale[0], "target_std": target_scale[1], "target_range": target_range}
         net = model_lib.make(factory, dataset.n_features, dataset.n_outputs, model_args, reference=model_ref)
@@ -162,12 +164,16 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
         # 6. finish: score the best weights on the test split, export them, close tracking
         state.status = status
         if status in status_lib.FINISHED and world.main:
-            record.test = finish_training(parts, checkpoints, dataset, device=device, target_scale=target_scale,
-                                          spec=spec, save_dir=save_dir, settings=settings,
-                                          register_as=config.register_model, tracker=tracker, state=state)
-            if config.baselines and record.test is not None:
-                record.baselines = fit_baselines(dataset, seed=config.seed, tracker=tracker)
-                log(baselines.comparison_line(record.test, record.baselines, dataset.task))
+            record.test, outputs = finish_training(parts, checkpoints, dataset, device=device,
+                                                   target_scale=target_scale, spec=spec, save_dir=save_dir,
+                                                   settings=settings, register_as=config.register_model,
+                                                   tracker=tracker, state=state)
+            best = record.build()["best"]
+            if best is not None:  # best_epoch, best_val_loss, ...: rank runs by what the engine kept
+                tracker.log_dict({k[len("best_"):]: v for k, v in best["values"].items()}, state.global_step, "best")
+            if record.test is not None:
+                judge_test_scores(record, dataset, outputs, seed=config.seed, with_baselines=config.baselines,
+                                  tracker=tracker, step=state.global_step, log=log)
         tracker.log_event({"type": "artifact", "path": str(save_dir / "metrics.json")})
         end_tracking(status, message, state=state, record=record, tracker=tracker, sampler=sampler)
         if state.mlflow_run_id != mlflow_run_id(tracker) and status != "failed":
@@ -563,42 +569,63 @@ def epoch_line(entry: dict[str, Any], epochs: int, improved: bool) -> str:
 def finish_training(parts: optim.StepParts, checkpoints: checkpoint.Checkpointer, dataset: data.Dataset, *,
                     device: torch.device, target_scale: tuple[float, float], spec: dict[str, Any], save_dir: Path,
                     settings: dict[str, Any], register_as: str | None, tracker: tracking.Tracker,
-                    state: TrainingState) -> dict[str, Any] | None:
+                    state: TrainingState) -> tuple[dict[str, Any] | None, np.ndarray | None]:
     """Score the best weights on the test split, export them (model.safetensors, config.yaml), save the final
-    state in last.pt, and hand the scores and the model to the sinks. Returns the test scores."""
+    state in last.pt, and hand the model to the sinks. Returns the test scores and the test outputs
+    (probabilities or predictions) the bootstrap resamples; `judge_test_scores` logs the scores."""
     best_net = copy.deepcopy(parts.net)  # a copy: `net` keeps the last weights, which last.pt continues from
     best = checkpoints.best_weights()
     if best is not None:
         best_net.load_state_dict(best)
     X_test, y_test = dataset.arrays["test"]
-    test = None
+    test, outputs = None, None
     if X_test.shape[0]:
         test = scoring.evaluate(best_net, X_test, y_test, task=dataset.task, loss_fn=parts.loss_fn, device=device,
                                 amp=parts.amp, target_scale=target_scale, target_range=spec.get("target_range"),
                                 detailed=True, classes=dataset.schema["classes"])
+        outputs = scoring.test_outputs(best_net, X_test, task=dataset.task, device=device, amp=parts.amp,
+                                       target_scale=target_scale, target_range=spec.get("target_range"))
     export_model(save_dir / "model.safetensors", best_net, spec=spec, schema=dataset.schema)
     import yaml
 
     fileio.atomic_write_bytes(save_dir / "config.yaml", yaml.safe_dump(settings, sort_keys=True).encode())
     save(checkpoints, state, tracker)  # records the final status in the checkpoint
-    if test is not None:
-        tracker.log_dict(tracking.numbers(test), state.global_step, "test")
     tracker.log_event({"type": "model", "path": str(save_dir / "model.safetensors"), "spec": spec,
                        "data_dir": str(Path(settings["data_dir"]).resolve()), "register_as": register_as,
                        "artifacts": [[str(save_dir / "config.yaml"), None],
                                      [str(save_dir / "model.safetensors"), "model_weights"],
                                      [str(Path(settings["data_dir"]) / "schema.json"), "model_weights"]]})
-    return test
+    return test, outputs
 
 
-def fit_baselines(dataset: data.Dataset, *, seed: int, tracker: tracking.Tracker) -> dict[str, Any]:
-    """Boosted trees and a linear model on the same training split, scored on the same test split."""
-    X_train, y_train = dataset.arrays["train"]
+def judge_test_scores(record: RunRecord, dataset: data.Dataset, outputs: np.ndarray, *, seed: int,
+                      with_baselines: bool, tracker: tracking.Tracker, step: int, log: Log) -> None:
+    """The baselines (boosted trees and a linear model on the same training split, scored on the same test rows),
+    then one paired bootstrap of every test score: intervals, differences network - baseline, and the verdict
+    against the best baseline. All of it goes into metrics.json; MLflow gets the intervals and verdict tags."""
     X_test, y_test = dataset.arrays["test"]
-    scores = baselines.fit_baselines(X_train, y_train, X_test, y_test, task=dataset.task,
-                                     n_classes=dataset.n_outputs, seed=seed)
-    tracker.log_event({"type": "baselines", "scores": scores})
-    return scores
+    found: dict[str, np.ndarray] = {}
+    if with_baselines:
+        X_train, y_train = dataset.arrays["train"]
+        record.baselines = baselines.fit_baselines(X_train, y_train, X_test, y_test, task=dataset.task,
+                                                   n_classes=dataset.n_outputs, seed=seed, outputs=found)
+    summary = uncertainty.summarise(np.asarray(y_test), task=dataset.task, n_classes=dataset.n_outputs,
+                                    network=(record.test, outputs), headline=baselines.headline(dataset.task),
+                                    baselines={name: (record.baselines[name], found[name]) for name in found},
+                                    settings=uncertainty.Bootstrap(seed=seed))
+    record.test["intervals"] = summary["test_intervals"]
+    for name, extra in summary["baselines"].items():
+        record.baselines[name].update(extra)
+    record.uncertainty, record.verdict = summary["uncertainty"], summary["verdict"]
+    intervals = {f"{metric}_ci_{end}": value for metric, interval in record.test["intervals"].items()
+                 for end, value in zip(("low", "high"), interval)}
+    tracker.log_dict({**tracking.numbers(record.test), **intervals}, step, "test")  # test_<m>, test_<m>_ci_low/high
+    if record.baselines is not None:
+        tracker.log_event({"type": "baselines", "scores": record.baselines})
+        log(baselines.comparison_line(record.test, record.baselines, dataset.task))
+    if record.verdict is not None:
+        tracker.log_event({"type": "verdict", "verdict": record.verdict})
+        log(record.verdict["text"])
 
 
 def export_model(path: Path, net: nn.Module, *, spec: dict[str, Any], schema: dict[str, Any]) -> None:

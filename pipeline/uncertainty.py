@@ -224,16 +224,38 @@ def verdict(metric: str, network: float, baselines: dict[str, dict[str, Any]], *
     low, high = diff["interval"]
     better_low, better_high = (low, high) if higher else (-high, -low)   # > 0 means the network is better
     label = LABELS.get(best, best)
-    span = f"{diff['value']:+.3f} [{low:+.3f}, {high:+.3f}]"
-    head = f"{label} {value:.3f} vs network {network:.3f} ({metric}); difference network - {label} {span}"
-    level = f"{round(100 * confidence)}% interval, {test_rows:,} test rows"
+    head = (f"{metric}: {label} {value:.3f}, network {network:.3f}; network - {label} = {diff['value']:+.3f} "
+            f"[{low:+.3f}, {high:+.3f}] ({round(100 * confidence)}% interval, {test_rows:,} test rows)")
     if better_low > 0:
-        outcome, text = "ahead", f"{head}: the network is ahead ({level})"
+        outcome, text = "ahead", f"{head}: the network is ahead"
     elif better_high < 0:
-        outcome, text = "behind", f"{head}: {label} is ahead ({level}); it is also simpler to run"
+        outcome, text = "behind", f"{head}: {label} is ahead, and simpler to run"
     else:
-        outcome, text = "not distinguishable", (f"{head}: not distinguishable on {test_rows:,} test rows "
-                                                f"({level}); {label} is simpler")
+        outcome, text = "not distinguishable", f"{head}: not distinguishable; {label} is simpler"
     return {"metric": metric, "network": round(float(network), 6), "baseline": best,
             "baseline_value": round(float(value), 6), "difference": diff["value"], "interval": diff["interval"],
             "outcome": outcome, "text": text}
+
+
+def summarise(y: np.ndarray, *, task: str, n_classes: int, network: tuple[dict[str, Any], np.ndarray],
+              baselines: dict[str, tuple[dict[str, Any], np.ndarray]], headline: str,
+              settings: Bootstrap = Bootstrap()) -> dict[str, Any]:
+    """Everything metrics.json gains from one bootstrap: the network's intervals, each baseline's intervals and
+    paired difference, the bootstrap's settings and the verdict. `network` and each baseline: (scores, outputs)."""
+    outputs = {"network": network[1], **{name: pair[1] for name, pair in baselines.items()}}
+    draws = bootstrap(y, outputs, task=task, n_classes=n_classes, settings=settings)
+    compared = {}
+    for name, (scores, _) in baselines.items():
+        compared[name] = {"intervals": intervals(draws[name], settings.confidence),
+                          "difference": difference(draws["network"], draws[name], point_network=network[0],
+                                                   point_baseline=scores, confidence=settings.confidence)}
+    skipped = [] if task != "classification" or "roc_auc" in draws["network"] else [
+        f"roc_auc: no interval above {AUC_MAX_ROWS:,} test rows (or with a class missing from the test split)"]
+    judged = verdict(headline, network[0].get(headline),
+                     {name: {**scores, **compared[name]} for name, (scores, _) in baselines.items()},
+                     test_rows=len(y), confidence=settings.confidence)
+    return {"test_intervals": intervals(draws["network"], settings.confidence), "baselines": compared,
+            "uncertainty": {"method": "bootstrap", "resamples": settings.resamples,
+                            "confidence": settings.confidence, "stratified": task == "classification",
+                            "paired": True, "seed": settings.seed, "test_rows": int(len(y)), "skipped": skipped},
+            "verdict": judged}

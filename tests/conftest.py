@@ -28,6 +28,30 @@ os.environ.pop("MPLBACKEND", None)
 matplotlib.use("Agg")  # this process only: a call, not an environment variable, so no child inherits it
 
 
+# ------------------------------------------------------------------------------------------ test tiers
+# `make test-fast` runs `-m "not slow"` with PIPELINE_TEST_TIER=fast: unit tests only, no subprocess, server,
+# notebook or browser. A test that uses one of these fixtures is slow by definition; any other test that starts
+# a process in the fast tier fails, naming itself, so the tier stays honest without anyone keeping a list.
+SLOW_FIXTURES = {"demo_run", "mlflow_server", "reference_run"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_starts_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if os.environ.get("PIPELINE_TEST_TIER") != "fast" or request.node.get_closest_marker("slow"):
+        return
+
+    def refuse(self, args, *rest, **options):
+        raise RuntimeError(f"the fast tier starts no process, and {request.node.nodeid} started {str(args)[:120]}: "
+                           "mark the test @pytest.mark.slow")
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _sandbox_mlflow(tmp_path_factory: pytest.TempPathFactory) -> None:
     store = tmp_path_factory.mktemp("mlflow")

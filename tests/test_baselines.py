@@ -17,14 +17,27 @@ def test_every_finished_run_carries_its_baselines(penguins_dir: Path, tmp_path: 
                                               **FAST)), log=logs.append)
     m = strict_json(tmp_path / "s" / "metrics.json")
     b = m["baselines"]
-    assert set(b) == {"hist_gradient_boosting", "linear", "train_rows", "of_train_rows"}
+    assert set(b) == {"hist_gradient_boosting", "linear", "train_rows", "of_train_rows"}  # and no "failed"
     for name in ("hist_gradient_boosting", "linear"):
         assert set(b[name]) >= {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "fit_seconds"}
         assert 0.9 < b[name]["balanced_accuracy"] <= 1.0  # penguins are easy for both
     assert b["train_rows"] == b["of_train_rows"] == 241
     line = next(line for line in logs if line.startswith("test balanced_accuracy: network"))
-    assert f"network {m['test']['balanced_accuracy']:.4f}" in line and "boosted trees" in line and "linear" in line
+    low, high = m["test"]["intervals"]["balanced_accuracy"]
+    assert f"network {m['test']['balanced_accuracy']:.3f} [{low:.3f}, {high:.3f}]" in line
+    assert "boosted trees" in line and "linear" in line
     assert result.metrics["baselines"] == b
+    # every score has its interval, every baseline its paired difference, and the verdict is printed
+    for name in ("hist_gradient_boosting", "linear"):
+        assert set(b[name]["intervals"]) >= {"accuracy", "balanced_accuracy", "f1_macro"}
+        diff = b[name]["difference"]["balanced_accuracy"]
+        assert diff["value"] == pytest.approx(m["test"]["balanced_accuracy"] - b[name]["balanced_accuracy"], abs=1e-6)
+        assert diff["interval"][0] <= diff["value"] <= diff["interval"][1]
+    assert m["uncertainty"]["test_rows"] == 69 and m["uncertainty"]["stratified"] is True
+    verdict = m["verdict"]
+    best = max(("hist_gradient_boosting", "linear"), key=lambda n: b[n]["balanced_accuracy"])
+    assert verdict["baseline"] == best and verdict["outcome"] in ("ahead", "behind", "not distinguishable")
+    assert verdict["text"] in logs
 
 
 def test_no_baselines_and_regression(regression_dir: Path, tmp_path: Path):
@@ -63,3 +76,33 @@ def test_no_baselines_flag(penguins_dir: Path, tmp_path: Path):
     with pytest.raises(SystemExit):
         train_pipeline.build_parser().parse_args(["--baselines"])  # only the --no- form exists
 
+
+
+def test_a_failing_baseline_is_reported_and_skipped_never_fatal(penguins_dir: Path, tmp_path: Path, monkeypatch):
+    """Any exception in one baseline (here the linear model's fit) is listed under baselines.failed with its
+    reason; the network's run completes, the other baseline is scored and the verdict uses it."""
+    from sklearn.linear_model import LogisticRegression
+
+    def broken(self, X, y):
+        raise ValueError("broadcast shapes (4,) and (3,)\nsecond line")
+    monkeypatch.setattr(LogisticRegression, "fit", broken)
+    logs: list[str] = []
+    result = train.run(train.make_config(dict(data_dir=str(penguins_dir), save_dir=str(tmp_path / "s"), epochs=2,
+                                              **FAST)), log=logs.append)
+    assert result.status == "completed" and result.exit_code == 0
+    b = result.metrics["baselines"]
+    assert b["failed"] == {"linear": "ValueError: broadcast shapes (4,) and (3,)"}
+    assert "linear" not in b and "balanced_accuracy" in b["hist_gradient_boosting"]
+    assert result.metrics["verdict"]["baseline"] == "hist_gradient_boosting"
+    assert any("baseline linear failed and was skipped: ValueError" in line for line in logs)
+
+
+def test_the_quick_start_verdict_on_penguins_is_not_distinguishable(penguins_dir: Path, tmp_path: Path):
+    """The README's Quick Start settings (50 epochs, batch 32, lr 0.001): on 69 test rows the network and the
+    best baseline cannot be told apart, and the words must say so whatever the point estimates are."""
+    result = train.run(train.make_config(dict(data_dir=str(penguins_dir), save_dir=str(tmp_path / "q"), epochs=50,
+                                              batch_size=32, learning_rate=0.001, **FAST)), log=lambda m: None)
+    verdict = result.metrics["verdict"]
+    assert verdict["outcome"] == "not distinguishable", verdict["text"]
+    low, high = verdict["interval"]
+    assert low <= 0 <= high and "not distinguishable" in verdict["text"] and "69 test rows" in verdict["text"]

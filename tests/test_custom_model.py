@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import data, fileio, monitor, predict, train
+from pipeline import data, fileio, model, monitor, predict, train
 from pipeline.errors import CheckpointError, ConfigError, DataError
 
 from conftest import ROOT, make_classification_csv, script_env
@@ -113,7 +113,8 @@ def test_factory_file_trains_and_resumes_exactly_after_sigkill(mid_dir: Path, fa
     assert done.returncode == 0, done.stderr[-2000:]
     m = strict_json(reference / "metrics.json")
     assert m["config"]["model"] == f"{factory_file.resolve()}:build"  # recorded by absolute path ...
-    assert m["config"]["model_sha256"] == __import__("hashlib").sha256(factory_file.read_bytes()).hexdigest()  # + hash
+    file_sha = __import__("hashlib").sha256(factory_file.read_bytes()).hexdigest()
+    assert m["config"]["model_sha256"] == model.identity_sha256({factory_file.name: file_sha})  # + its code
     assert m["config"]["model_args"] == {"width": 48}
 
     out = tmp_path / "killed"
@@ -249,9 +250,11 @@ def test_predict_says_what_to_do_when_the_factory_is_gone(penguins_dir: Path, fa
 
     again = predict.predict_csv(path, ROOT / "data" / "train.csv", model_fn=my_models.build)
     assert np.allclose(first["p_Adelie"], again["p_Adelie"])
+    wider = lambda n_features, n_outputs, width: my_models.build(n_features, n_outputs, width + 1)  # noqa: E731
+    with pytest.raises(DataError, match="code changed since it was trained"):
+        predict.load_model(path, model_fn=wider)       # other code than the training run's: refused by default
     with pytest.raises(DataError, match="do not fit the network"):
-        predict.load_model(path, model_fn=lambda n_features, n_outputs, width: my_models.build(n_features, n_outputs,
-                                                                                               width + 1))
+        predict.load_model(path, model_fn=wider, trust_changed_code=True)
 
 
 def test_model_output_check_leaves_the_random_stream_alone():

@@ -88,6 +88,14 @@ def test_real_server_run_params_metrics_artifacts_and_resume_reattaches(mlflow_s
     assert client.get_metric_history(run_id, "system/rss_mb")  # MLflow's System metrics tab
     assert {"test_accuracy", "test_f1_macro", "test_loss"} <= set(run.data.metrics)  # sortable in the UI
     assert run.data.metrics["test_accuracy"] == pytest.approx(m["test"]["accuracy"])
+    low, high = m["test"]["intervals"]["balanced_accuracy"]
+    assert run.data.metrics["test_balanced_accuracy_ci_low"] == pytest.approx(low)
+    assert run.data.metrics["test_balanced_accuracy_ci_high"] == pytest.approx(high)
+    assert run.data.tags["verdict.outcome"] == m["verdict"]["outcome"]
+    assert run.data.tags["verdict.baseline"] == m["verdict"]["baseline"]
+    # the best epoch's scores, so that ranking by them picks what the engine kept and exported
+    assert run.data.metrics["best_val_loss"] == pytest.approx(m["best"]["values"]["best_val_loss"])
+    assert run.data.metrics["best_epoch"] == m["best"]["epoch"]
     assert run.data.tags["mlflow.source.name"].endswith("train_pipeline.py")
     assert len(run.data.tags["mlflow.source.git.commit"]) == 40
     artifacts = {a.path for a in client.list_artifacts(run_id)}
@@ -224,3 +232,29 @@ def test_resuming_with_another_tracking_uri_starts_a_run_there_with_the_whole_hi
     assert m["run"]["mlflow"]["tracking_uri"] == second
     history = _history(MlflowClient(second), m["run"]["mlflow"]["run_id"], "val_loss")
     assert [step for step, _ in history] == [e["step"] for e in m["epochs"]]  # epochs 1-2 backfilled, 3-4 live
+
+
+def test_best_metrics_rank_runs_by_what_the_engine_kept(penguins_dir: Path, tmp_path: Path):
+    """best_* in metrics.json and MLflow are the best epoch's, not the last epoch's (a local sqlite store)."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    best = {}
+    for lr in (0.05, 0.001):
+        result = train.run(train.make_config(dict(data_dir=str(penguins_dir), save_dir=str(tmp_path / f"lr{lr}"),
+                                                  epochs=6, learning_rate=lr, tracking_uri=uri, experiment_name="best",
+                                                  tensorboard=False, system_interval=0, progress="off")),
+                           log=lambda m: None)
+        values = result.metrics["best"]["values"]
+        epochs = result.metrics["epochs"]
+        assert values["best_val_loss"] == min(e["val_loss"] for e in epochs)
+        at_best = next(e for e in epochs if e["epoch"] == values["best_epoch"])
+        assert values["best_val_accuracy"] == at_best["val_accuracy"]
+        best[result.metrics["run"]["mlflow"]["run_id"]] = values["best_val_loss"]
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("best").experiment_id
+    found = client.search_runs([experiment], order_by=["metrics.best_val_loss ASC"])
+    runs = {"run_id": [r.info.run_id for r in found], "metrics.best_val_loss": [r.data.metrics["best_val_loss"]
+                                                                                for r in found]}
+    assert list(runs["run_id"]) == sorted(best, key=best.get)
+    assert list(runs["metrics.best_val_loss"]) == pytest.approx(sorted(best.values()))

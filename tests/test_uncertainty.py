@@ -117,7 +117,8 @@ def test_the_verdict_follows_the_interval_not_the_point_estimate():
     behind_but_unclear = verdict_for(0.989, 1.0, [-0.04, 0.01])
     assert behind_but_unclear["outcome"] == "not distinguishable" and behind_but_unclear["baseline"] == "linear"
     assert "not distinguishable" in behind_but_unclear["text"] and "69 test rows" in behind_but_unclear["text"]
-    assert "the linear model 1.000 vs network 0.989" in behind_but_unclear["text"]
+    assert "the linear model 1.000, network 0.989" in behind_but_unclear["text"]
+    assert "-0.011 [-0.040, +0.010]" in behind_but_unclear["text"]
     ahead = verdict_for(0.95, 0.935, [0.004, 0.027])
     assert ahead["outcome"] == "ahead" and "the network is ahead" in ahead["text"]
     behind = verdict_for(0.90, 0.935, [-0.05, -0.02])
