@@ -4,9 +4,9 @@
     record.write()                                   # status "running", with pid and host
     metrics = read_record(save_dir)                  # what a finished (or running) run wrote, or None
 
-Strict JSON (no NaN/Infinity). The format is the contract in ../shared/DESIGN.md: run, config, data,
-progress, epochs, best, test, baselines, system. Built from the training state each time, so it always says what the
-last checkpoint says.
+Strict JSON (no NaN/Infinity). The format is the one README.md documents ("What a training run writes"): run,
+config, data, progress, epochs, best, test, baselines, uncertainty, verdict, system. Built from the training state
+each time, so it always says what the last checkpoint says.
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ class RunRecord:
         self.ended_at: str | None = None
         self.message = ""
         self.versions = runtime.versions()
+        self.git_commit = tracking.source_tags().get("mlflow.source.git.commit")  # the code that trained
         self.world_size = world_size
         self.enabled = enabled  # under torchrun only rank 0 writes
 
@@ -60,7 +61,8 @@ class RunRecord:
                     "pid": os.getpid(), "host": tracking.host_name(), "resumed": s.resumed,
                     "world_size": self.world_size,
                     "effective_batch_size": self.config["batch_size"] * self.world_size,
-                    "mlflow": self.tracking_info().get("mlflow"), "versions": self.versions},
+                    "mlflow": self.tracking_info().get("mlflow"), "versions": self.versions,
+                    "git_commit": self.git_commit},
             "config": self.config,
             "data": {"task": schema["task"], "target": schema["target"], "classes": schema["classes"],
                      "n_features": self.n_features, "features": schema["features"]["processed"],

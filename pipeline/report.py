@@ -46,17 +46,26 @@ _SPEC: dict[str, Any] = {
             "amp": TEXT, "host": TEXT, "resumed": [{"time": TEXT, "checkpoint": TEXT, "epoch": WHOLE, "step": WHOLE,
                                                     "*": ANY}],
             "mlflow": {"tracking_uri": TEXT, "run_id": TEXT, "experiment_id": TEXT, "*": ANY},
-            "versions": {"*": TEXT}, "*": ANY},
+            "versions": {"*": TEXT}, "git_commit": TEXT, "*": ANY},
     "config": {"*": ANY},
     "data": {"task": TEXT, "target": TEXT, "classes": [TEXT], "n_features": WHOLE, "original_features": [TEXT],
              "rows": {"*": WHOLE}, "class_counts": {"*": [WHOLE]}, "source": TEXT, "source_sha256": TEXT,
              "data_sha256": TEXT, "*": ANY},
     "epochs": [_EPOCH],
-    "best": {"epoch": WHOLE, "metric": TEXT, "value": NUMBER, "*": ANY},
+    "best": {"epoch": WHOLE, "metric": TEXT, "value": NUMBER, "values": {"*": NUMBER}, "*": ANY},
     "test": {"confusion_matrix": [[WHOLE]], "per_class": {"*": {"support": WHOLE, "*": NUMBER}},
              "roc_curves": {"*": {"fpr": [NUMBER], "tpr": [NUMBER]}},
+             "pr_curves": {"*": {"recall": [NUMBER], "precision": [NUMBER], "share": NUMBER}},
+             "intervals": {"*": [NUMBER]},
+             "calibration": {"brier": NUMBER, "ece": NUMBER, "of": TEXT,
+                             "bins": [{"count": WHOLE, "*": NUMBER}]},
              "predictions": {"y_true": [NUMBER], "y_pred": [NUMBER]}, "*": NUMBER},
-    "baselines": {"train_rows": WHOLE, "of_train_rows": WHOLE, "*": {"fit_seconds": NUMBER, "*": NUMBER}},
+    "baselines": {"train_rows": WHOLE, "of_train_rows": WHOLE, "failed": {"*": TEXT},
+                  "*": {"fit_seconds": NUMBER, "intervals": {"*": [NUMBER]},
+                        "difference": {"*": {"value": NUMBER, "interval": [NUMBER]}}, "*": NUMBER}},
+    "uncertainty": {"method": TEXT, "skipped": [TEXT], "stratified": ANY, "paired": ANY, "*": NUMBER},
+    "verdict": {"metric": TEXT, "baseline": TEXT, "outcome": TEXT, "text": TEXT, "interval": [NUMBER],
+                "*": NUMBER},
     "system": {"*": ANY},
     "*": ANY,
 }
@@ -315,18 +324,25 @@ def section_worth_it(run: RunData) -> str:
     for name, label in BASELINE_NAMES.items():
         scores = found.get(name) or {}
         rows.append((label, *[scores.get(c) for c in columns], scores.get("fit_seconds")))
-    ours, trees = test.get(key), (found.get("hist_gradient_boosting") or {}).get(key)
-    if isinstance(ours, (int, float)) and isinstance(trees, (int, float)):
-        gap = ours - trees
-        if gap >= 0.005:
-            verdict = f"The network beats boosted trees on test {key} by {gap:.3f}."
-        elif gap > -0.005:
-            verdict = f"The network holds its own: within half a point of boosted trees on test {key} ({gap:+.3f})."
-        else:
-            verdict = (f"Boosted trees are better by {-gap:.3f} test {key}: for this table they are the simpler "
-                       "choice, unless the network is needed for something trees cannot do.")
-    else:
-        verdict = "No headline score to compare."
+    verdict = (run.metrics.get("verdict") or {}).get("text")
+    uncertainty = run.metrics.get("uncertainty") or {}
+    if verdict:
+        verdict = verdict[0].upper() + verdict[1:] + "."
+        rows = [(r[0], *[with_interval(v, intervals_of(test if n == 0 else found.get(name), c))
+                         for v, c in zip(r[1:-1], columns)], r[-1])
+                for n, (r, name) in enumerate(zip(rows, ["network", *BASELINE_NAMES]))]
+        verdict_note = note(f"Intervals: {round(100 * (uncertainty.get('confidence') or 0.95))}% bootstrap intervals "
+                            f"over {uncertainty.get('resamples', 1000):,} resamples of the "
+                            f"{uncertainty.get('test_rows', 0):,} test rows, stratified by class where there are "
+                            "classes, every model on the same resamples: the verdict reads the interval of the "
+                            "difference, not the two scores. An interval that spans 0 means this test split cannot "
+                            "tell the two apart.")
+    else:  # a metrics.json written before intervals existed: the scores are point estimates, and say so
+        verdict = (f"No intervals in this run's metrics.json (written by an earlier version): the test {key} scores "
+                   "below are point estimates, and small differences between them may be noise.")
+        verdict_note = ""
+    for name, reason in (found.get("failed") or {}).items():
+        verdict_note += note(f"The {BASELINE_NAMES.get(name, name)} baseline failed and was skipped: {reason}", "warn")
     sample = ""
     fitted, of = found.get("train_rows") or 0, found.get("of_train_rows") or 0
     if fitted < of:
@@ -334,14 +350,27 @@ def section_worth_it(run: RunData) -> str:
                       "to seconds.")
     plt = _plt()
     labels = [r[0].split(" (")[0] for r in rows]
-    values = [r[1] if isinstance(r[1], (int, float)) and abs(r[1]) < 1e6 else 0.0 for r in rows]
+    points = [test.get(key), *[(found.get(name) or {}).get(key) for name in BASELINE_NAMES]]
+    values = [v if isinstance(v, (int, float)) and abs(v) < 1e6 else 0.0 for v in points]
     figure, ax = plt.subplots(figsize=(7.5, 1.9))
     ax.barh(labels[::-1], values[::-1], color=["#7f7f7f", "#2ca02c", "#1f77b4"])
     for y, v in enumerate(values[::-1]):
         ax.text(v, y, f" {v:.3f}", va="center")
     ax.set(xlabel=f"test {key}", xlim=(min(0.0, min(values)), max(1.0, max(values)) * 1.12))
     return (f"<p><strong>{esc(verdict)}</strong></p>" + figure_html(figure, f"test {key} of each model")
-            + table(rows, ("model", *columns, "fit seconds"), cls="grid") + sample)
+            + table(rows, ("model", *columns, "fit seconds"), cls="grid") + verdict_note + sample)
+
+
+def intervals_of(scores: dict[str, Any] | None, metric: str) -> list[float] | None:
+    interval = ((scores or {}).get("intervals") or {}).get(metric)
+    return interval if isinstance(interval, list) and len(interval) == 2 and None not in interval else None
+
+
+def with_interval(value: Any, interval: list[float] | None) -> Any:
+    """`0.989 [0.967, 1.000]` (three decimals, the report's rule for scores), or the value alone."""
+    if not isinstance(value, (int, float)):
+        return value
+    return f"{value:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -366,10 +395,41 @@ def section_summary(run: RunData) -> str:
     return f'<div class="cards status-{esc(status)}">{cards}</div>{message}{problems_note(run)}{table(rows)}'
 
 
+PATH_SETTINGS = ("data_dir", "save_dir")
+
+
+def short_path(value: Any) -> Any:
+    """A machine path as the reader would type it: relative to the current folder when inside it, else from `~`."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        return value
+    path = Path(value)
+    for base, shown in ((Path.cwd(), "."), (Path.home(), "~")):
+        try:
+            return str(Path(shown) / path.relative_to(base))
+        except ValueError:
+            continue
+    return value
+
+
 def section_hyperparameters(run: RunData) -> str:
+    """The settings that differ from the defaults first (what makes this run this run), then all of them folded."""
+    from pipeline import config as config_lib
+
     config = run.metrics.get("config") or {}
-    return table([(k, v if isinstance(v, (int, float, bool)) or v is None else json.dumps(v) if not isinstance(v, str)
-                   else v) for k, v in sorted(config.items())], ("parameter", "value"))
+    defaults = config_lib.TrainConfig("", "").to_dict()
+
+    def shown(key: str, value: Any) -> Any:
+        if key in PATH_SETTINGS:
+            return short_path(value)
+        return value if isinstance(value, (int, float, bool)) or value is None else (
+            json.dumps(value) if not isinstance(value, str) else value)
+
+    changed = [(k, shown(k, v), shown(k, defaults[k])) for k, v in sorted(config.items())
+               if k in defaults and k not in PATH_SETTINGS and json.dumps(v) != json.dumps(defaults[k])]
+    out = (table(changed, ("setting", "this run", "default"), cls="grid") if changed
+           else note("Every setting is at its default."))
+    every = table([(k, shown(k, v)) for k, v in sorted(config.items())], ("parameter", "value"))
+    return out + f"<details><summary>All {len(config):,} settings (as resolved)</summary>{every}</details>"
 
 
 def problems_note(run: RunData) -> str:
@@ -388,7 +448,7 @@ def some_names(names: list[Any], limit: int = 50) -> str:
 def section_data(run: RunData) -> str:
     plt = _plt()
     d = run.metrics["data"]
-    rows = [("source", d.get("source")), ("target", d.get("target")), ("task", d.get("task")),
+    rows = [("source", short_path(d.get("source"))), ("target", d.get("target")), ("task", d.get("task")),
             ("processed features", d.get("n_features"))]
     rows += [(f"rows: {split}", n) for split, n in (d.get("rows") or {}).items()]
     out = table(rows)
@@ -464,6 +524,9 @@ def section_learning_curves(run: RunData) -> str:
 def section_learning_rate(run: RunData) -> str:
     if not run.epochs:
         return note("No learning-rate record.", "warn")
+    rates = {e.get("lr") for e in run.epochs}
+    if len(rates) == 1:
+        return note(f"A constant learning rate ({fmt(next(iter(rates)))}, no schedule): nothing to plot.")
     plt = _plt()
     shown = _epoch_points(run)
     figure, ax = plt.subplots(figsize=(7.5, 2.6))
@@ -534,8 +597,12 @@ def section_test(run: RunData) -> str:
             out += figure_html(figure, "predicted versus actual values, and residuals")
         return out
     classes = run.metrics["data"].get("classes") or []
-    out = table([(k, test.get(k)) for k in ("loss", "accuracy", "balanced_accuracy", "f1_macro", "roc_auc")],
-                ("metric", "value"))
+    calibration = test.get("calibration") or {}
+    rows = [(k, with_interval(test.get(k), intervals_of(test, k)))
+            for k in ("loss", "accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "average_precision")]
+    rows += [(f"Brier score ({calibration.get('of', '')})", calibration.get("brier")),
+             ("expected calibration error", calibration.get("ece"))] if calibration else []
+    out = table(rows, ("metric", "value [95% interval]" if test.get("intervals") else "value"))
     out += per_class_table(test.get("per_class") or {})
     matrix = test.get("confusion_matrix")
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -553,7 +620,36 @@ def section_test(run: RunData) -> str:
     if drawn:
         axes[1].legend(fontsize=8)
     figure.tight_layout()
-    return out + figure_html(figure, "confusion matrix and ROC curves on the test split")
+    out += figure_html(figure, "confusion matrix and ROC curves on the test split")
+    return out + precision_recall_and_calibration(test, classes)
+
+
+def precision_recall_and_calibration(test: dict[str, Any], classes: list[str]) -> str:
+    """Precision-recall curves (the curve to read on an imbalanced table: its floor is the class's share, not
+    0.5) and the reliability diagram (predicted probability against observed frequency)."""
+    curves, calibration = test.get("pr_curves") or {}, test.get("calibration") or {}
+    if not curves and not calibration.get("bins"):
+        return ""
+    plt = _plt()
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.0))
+    drawn = largest_classes(list(curves), test.get("per_class") or {}, MAX_CURVES)
+    for i, name in enumerate(drawn):
+        curve, colour = curves[name], COLOURS[i % len(COLOURS)]
+        axes[0].plot(curve["recall"], curve["precision"], label=f"{name} (share {curve['share']:.3f})", color=colour)
+        axes[0].axhline(curve["share"], color=colour, linestyle=":", linewidth=0.8)
+    axes[0].set(title="precision-recall (dotted: a random guess)", xlabel="recall", ylabel="precision",
+                xlim=(0, 1), ylim=(0, 1.02))
+    if drawn:
+        axes[0].legend(fontsize=8)
+    bins = calibration.get("bins") or []
+    if bins:
+        axes[1].plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8)
+        axes[1].plot([b["confidence"] for b in bins], [b["observed"] for b in bins], "o-")
+        axes[1].set(title=f"reliability ({calibration.get('of')}): Brier {calibration.get('brier', 0):.3f}, "
+                          f"ECE {calibration.get('ece', 0):.3f}",
+                    xlabel="predicted probability", ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1))
+    figure.tight_layout()
+    return figure_html(figure, "precision-recall curves and reliability diagram on the test split")
 
 
 def largest_classes(names: list[str], per_class: dict[str, dict[str, Any]], k: int) -> list[str]:
@@ -583,7 +679,9 @@ def confusion_figure(ax: Any, matrix: list[list[int]], classes: list[str]) -> st
     one 'all others' row and column, colour only (a text label per cell was 250,000 labels for 500 classes)."""
     import numpy as np
 
-    counts = np.asarray(matrix, dtype=np.int64)  # (true class, predicted class)
+    # (true class, predicted class); a damaged file may hold counts beyond int64 (up to the checks' 1e100)
+    counts = np.asarray(matrix, dtype=np.int64 if max((abs(v) for row in matrix for v in row), default=0) < 2 ** 62
+                        else np.float64)
     names = list(classes)
     extra = ""
     if len(names) > MANY_CLASSES:
@@ -685,10 +783,19 @@ def section_reproducibility(run: RunData) -> str:
     rows = [("seed", config.get("seed")), ("deterministic mode", config.get("deterministic")),
             ("source data sha256", d.get("source_sha256")), ("processed data fingerprint", d.get("data_sha256"))]
     rows += [(f"version: {k}", v) for k, v in (info.get("versions") or {}).items()]
+    rows.append(("git commit", info.get("git_commit") or "— (not run from a git checkout)"))
     mlflow = info.get("mlflow")
+    out = table(rows)
     if mlflow:
-        rows += [("MLflow tracking URI", mlflow.get("tracking_uri")), ("MLflow run id", mlflow.get("run_id"))]
-    return table(rows)
+        uri, run_id, experiment = mlflow.get("tracking_uri") or "", mlflow.get("run_id"), mlflow.get("experiment_id")
+        if uri.startswith(("http://", "https://")) and run_id and experiment:
+            link = f"{uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
+            out += f'<p>MLflow run: <a href="{esc(link)}">{esc(link)}</a></p>'
+        else:
+            out += note(f"MLflow run {run_id} in {short_path(uri.replace('sqlite:///', '')) if uri else 'a local store'}"
+                        ": open it with `make mlflow-ui` (or `mlflow ui --backend-store-uri {uri}`), then the "
+                        "experiment's runs.")
+    return out
 
 
 def section_comparison(runs: list[RunData]) -> str:
@@ -712,7 +819,8 @@ def section_comparison(runs: list[RunData]) -> str:
     configs = [r.metrics.get("config") or {} for r in runs]
     ignore = {"save_dir", "run_name", "resolved_device", "data_dir"}
     differing = sorted(k for k in set().union(*configs) if k not in ignore and len({json.dumps(c.get(k)) for c in configs}) > 1)
-    header = ("run", *differing, "status", "epochs", "best epoch", "best value", *["test " + headline_metric(runs[0])[0]])
+    header = ("run", *[f"setting: {k}" for k in differing], "status", "epochs run", "best epoch", "best value",
+              "test " + headline_metric(runs[0])[0])
     rows = []
     for run, config in zip(runs, configs):
         best = run.metrics.get("best") or {}

@@ -49,9 +49,6 @@ make_config = config_lib.make_config
 config_differences = config_lib.config_differences
 epoch_permutation = batches.epoch_permutation
 lr_factor = optim.lr_factor
-resolve_device = runtime.resolve_device
-resolve_amp = runtime.resolve_amp
-evaluate = scoring.evaluate
 Log = Callable[[str], None]
 
 
@@ -125,7 +122,7 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
         # finishing (its checkpoint says finished, metrics.json does not yet): then only the finish is redone
         finishing = resume is not None and resume.nothing_to_do(config.epochs)
         if finishing and record_is_final(save_dir):
-            return nothing_to_do(save_dir, resume, log)
+            return result_of_finished_run(save_dir, resume, log)
 
         # 3. restore, or start fresh
         if resume is None:
@@ -464,7 +461,8 @@ def _quiet(message: str) -> None:
     """The log of ranks other than 0."""
 
 
-def nothing_to_do(save_dir: Path, resume: checkpoint.Resume, log: Log) -> RunResult:
+def result_of_finished_run(save_dir: Path, resume: checkpoint.Resume, log: Log) -> RunResult:
+    """The same command on a finished run: say so, train nothing, and return what the run recorded."""
     state = resume.payload["state"]
     planned = max(resume.payload["config"].get("epochs", state["epoch"]), state["epoch"])
     log(f"nothing to do: {save_dir} already holds a {state['status'].replace('_', '-')} run of {state['epoch']} "

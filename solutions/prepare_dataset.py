@@ -13,7 +13,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from pipeline import cli, data  # noqa: E402
+from pipeline import cli  # noqa: E402
+
+# pipeline.data (and pandas) load only once the flags are parsed, so --help answers at once; its default cap on
+# a categorical's levels is repeated here (tests/test_cli_help.py checks that the two agree).
+MAX_LEVELS = 50
 
 
 def column_list(text: str) -> list[str]:
@@ -58,9 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--categorical", type=column_list, action="extend", default=[], metavar="COL[,COL...]",
                         help="columns to one-hot encode although they hold numbers (integer codes: school, product "
                              "type); repeatable")
-    parser.add_argument("--max-levels", type=positive_int, default=data.MAX_CATEGORIES, metavar="N",
+    parser.add_argument("--max-levels", type=positive_int, default=MAX_LEVELS, metavar="N",
                         help=f"one-hot columns per categorical feature at most; rarer levels encode as all zeros "
-                             f"(default {data.MAX_CATEGORIES})")
+                             f"(default {MAX_LEVELS})")
     parser.add_argument("--encoding", default="utf-8", help="text encoding of the CSV (default utf-8, BOM allowed)")
     parser.add_argument("--delimiter", type=delimiter_text, default=",",
                         help="field separator, one character (default ','; '\\t' or 'tab' for a tab)")
@@ -84,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        from pipeline import data
+
         notes: list[str] = []
         try:
             result = data.prepare_dataset(

@@ -46,9 +46,9 @@ def _fast_tier_starts_no_process(request: pytest.FixtureRequest, monkeypatch: py
     if os.environ.get("PIPELINE_TEST_TIER") != "fast" or request.node.get_closest_marker("slow"):
         return
 
-    def refuse(self, args, *rest, **options):
-        raise RuntimeError(f"the fast tier starts no process, and {request.node.nodeid} started {str(args)[:120]}: "
-                           "mark the test @pytest.mark.slow")
+    def refuse(self, args, *rest, **options):  # an OSError, as a missing program would be: callers that can do
+        raise PermissionError(f"the fast tier starts no process, and {request.node.nodeid} started {str(args)[:120]}: "
+                           "mark the test @pytest.mark.slow")  # without one (git for a commit tag) go on
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 

@@ -62,3 +62,9 @@ def test_train_help_does_not_import_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_prepare_help_repeats_the_data_packages_default_level_cap():
+    from pipeline import data
+
+    assert load("prepare_dataset").MAX_LEVELS == data.MAX_CATEGORIES

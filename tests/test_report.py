@@ -114,7 +114,10 @@ def test_report_for_each_status_and_task(runs: dict[str, Path], status: str, tmp
         assert "No baselines in this run" in text
     else:
         assert "boosted trees (HistGradientBoosting)" in text and "linear model" in text
-        assert any(words in text for words in ("The network beats", "holds its own", "Boosted trees are better"))
+        verdict = metrics["verdict"]
+        assert verdict["outcome"] in ("ahead", "behind", "not distinguishable")
+        assert html.escape(verdict["text"][0].upper() + verdict["text"][1:], quote=True) in text  # the verdict first
+        assert "holds its own" not in text and "95% bootstrap intervals" in text
     if status == "failed":
         assert "non-finite loss" in text
     if status == "interrupted":
@@ -135,7 +138,8 @@ def test_comparison_report_via_cli(runs: dict[str, Path], tmp_path: Path):
     check_standalone(out)
     assert ">Comparison<" in text and 'alt="runs compared"' in text
     header = re.search(r"<th>run</th>(.*?)</tr>", text).group(1)
-    assert "<th>learning_rate</th>" in header and "<th>save_dir</th>" not in header
+    assert "<th>setting: learning_rate</th>" in header and "save_dir" not in header
+    assert header.count("epochs") == 1 and "<th>epochs run</th>" in header  # one column headed epochs
 
 
 def test_hostile_strings_are_escaped(tmp_path: Path):

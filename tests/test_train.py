@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import checkpoint, data, fileio, optim, train
+from pipeline import checkpoint, data, fileio, optim, runtime, train
 from pipeline.errors import CheckpointError, ConfigError
 
 from conftest import ROOT, make_classification_csv, run_script, script_env
@@ -347,8 +347,8 @@ def test_bf16_autocast_and_class_weights_on_cpu(penguins_dir: Path, tmp_path: Pa
     assert result.status == "completed" and result.metrics["run"]["amp"] == "bfloat16"
     assert all(math.isfinite(e["train_loss"]) for e in result.metrics["epochs"])
     with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
-        train.resolve_amp("fp16", torch.device("cpu"))
-    assert train.resolve_amp("auto", torch.device("cpu")) is None
+        runtime.resolve_amp("fp16", torch.device("cpu"))
+    assert runtime.resolve_amp("auto", torch.device("cpu")) is None
 
 
 def test_predict_scores_a_new_csv(penguins_dir: Path, tmp_path: Path):

@@ -334,3 +334,43 @@ def test_a_500_class_report_through_the_cli(tmp_path: Path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert time.monotonic() - started < 90  # was: killed after 900 s
     assert math.isfinite((tmp_path / "r.html").stat().st_size)
+
+
+def test_the_verdict_intervals_and_calibration_are_shown_and_checked():
+    """The fields the bootstrap adds (intervals, paired differences, verdict, calibration, PR curves) render, and a
+    well-formed file with them comes back without a single 'wrong type' line."""
+    metrics = synthetic_metrics()
+    metrics["test"]["intervals"] = {"balanced_accuracy": [0.55, 0.66], "accuracy": [0.54, 0.65]}
+    metrics["test"]["average_precision"] = 0.71
+    metrics["test"]["calibration"] = {"brier": 0.2, "ece": 0.04, "of": "top class",
+                                      "bins": [{"low": 0.5, "high": 0.6, "count": 10, "confidence": 0.55,
+                                                "observed": 0.5}]}
+    metrics["test"]["pr_curves"] = {"c001": {"recall": [0.0, 0.5, 1.0], "precision": [1.0, 0.8, 0.3], "share": 0.3}}
+    metrics["baselines"]["linear"]["intervals"] = {"balanced_accuracy": [0.44, 0.56]}
+    metrics["baselines"]["linear"]["difference"] = {"balanced_accuracy": {"value": 0.1, "interval": [0.02, 0.18]}}
+    metrics["baselines"]["failed"] = {"hist_gradient_boosting": "ValueError: broadcast"}
+    del metrics["baselines"]["hist_gradient_boosting"]
+    metrics["uncertainty"] = {"method": "bootstrap", "resamples": 1000, "confidence": 0.95, "stratified": True,
+                              "paired": True, "seed": 1, "test_rows": 200, "skipped": []}
+    metrics["verdict"] = {"metric": "balanced_accuracy", "network": 0.6, "baseline": "linear", "baseline_value": 0.5,
+                          "difference": 0.1, "interval": [0.02, 0.18], "outcome": "ahead",
+                          "text": "balanced_accuracy: the linear model 0.500, network 0.600; ...: the network is ahead"}
+    checked, problems = report.normalise(copy.deepcopy(metrics))
+    assert problems == [] and checked == metrics
+    run = report.RunData(Path("synthetic"), metrics)
+    worth = report.section_worth_it(run)
+    assert "Balanced_accuracy: the linear model 0.500, network 0.600" in worth
+    assert "0.600 [0.550, 0.660]" in worth and "0.500 [0.440, 0.560]" in worth
+    assert "failed and was skipped: ValueError: broadcast" in worth and "holds its own" not in worth
+    test = report.section_test(run)
+    assert "average_precision" in test and "expected calibration error" in test and test.count("<img") == 2
+    old = synthetic_metrics()   # a file from before intervals: said plainly, no verdict invented
+    assert "point estimates" in report.section_worth_it(report.RunData(Path("old"), old))
+
+
+def test_a_constant_learning_rate_gets_a_sentence_not_a_chart():
+    metrics = synthetic_metrics()
+    for e in metrics["epochs"]:
+        e["lr"] = 0.001
+    html = report.section_learning_rate(report.RunData(Path("c"), metrics))
+    assert "<img" not in html and "constant learning rate" in html
