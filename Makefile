@@ -22,8 +22,9 @@ export PATH := $(abspath $(BIN)):$(PATH)
 LAB_ARGS ?=
 # The team tracking server (make mlflow-server): any SQLAlchemy URI for the store, e.g.
 #   make mlflow-server MLFLOW_STORE=postgresql://mlflow@db/mlflow HOST=0.0.0.0 AUTH=1
+# A URI with a password: export MLFLOW_BACKEND_STORE_URI instead (a command line is visible to `ps`).
 # Beyond 127.0.0.1 it needs AUTH=1 and MLFLOW_AUTH_ADMIN_PASSWORD in the environment (never on a command line).
-MLFLOW_STORE ?= sqlite:///mlflow-server.db
+MLFLOW_STORE ?=
 MLFLOW_ARTIFACTS ?= ./mlartifacts
 MLFLOW_PORT ?= 5000
 AUTH ?=
@@ -62,7 +63,7 @@ mlflow-ui: setup
 	$(BIN)/mlflow ui --host $(HOST) --port 5000 --backend-store-uri sqlite:///mlflow.db
 
 mlflow-server: setup
-	$(PY) -m pipeline.server --host $(HOST) --port $(MLFLOW_PORT) --backend-store-uri $(MLFLOW_STORE) \
+	$(PY) -m pipeline.server --host $(HOST) --port $(MLFLOW_PORT) $(if $(MLFLOW_STORE),--backend-store-uri $(MLFLOW_STORE)) \
 	  --artifacts-destination $(MLFLOW_ARTIFACTS) $(if $(AUTH),--auth)
 
 tensorboard: setup

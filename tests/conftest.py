@@ -33,11 +33,17 @@ matplotlib.use("Agg")  # this process only: a call, not an environment variable,
 # notebook or browser. A test that uses one of these fixtures is slow by definition; any other test that starts
 # a process in the fast tier fails, naming itself, so the tier stays honest without anyone keeping a list.
 SLOW_FIXTURES = {"demo_run", "mlflow_server", "reference_run"}
+# Modules whose every test drives real processes (CLIs, torchrun, kernels, servers, mounts); elsewhere a slow test
+# carries @pytest.mark.slow itself.
+SLOW_MODULES = {"test_course", "test_notebooks", "test_exercises_01", "test_exercises_02", "test_exercises_03",
+                "test_exercises_04", "test_exercises_05", "test_distributed", "test_server", "test_nbexec",
+                "test_train_reliability", "test_prepare_cli", "test_hostile_monitor", "test_hostile_prepare",
+                "test_train_faults", "test_params_injection"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__ in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
 
 
