@@ -106,8 +106,9 @@ class FakePyplot:
 @pytest.fixture
 def quick_figures(monkeypatch):
     """Sections call a checking stand-in for pyplot: the real one takes about a second per report here."""
-    monkeypatch.setattr(report, "_plt", FakePyplot)
-    monkeypatch.setattr(report, "figure_html", lambda figure, alt: f'<img alt="{report.esc(alt)}" src="data:,">')
+    for module in (report.sections, report.charts):  # the modules whose sections draw figures
+        monkeypatch.setattr(module, "_plt", FakePyplot)
+        monkeypatch.setattr(module, "figure_html", lambda figure, alt: f'<img alt="{report.esc(alt)}" src="data:,">')
 
 
 WRONG_TYPES = {
@@ -238,8 +239,8 @@ def test_full_disk_while_rendering_keeps_the_earlier_report(tmp_path: Path, monk
     """The kernel is skipped (it is not what fills the disk); the real write of a 2 MB report meets a full tmpfs."""
     metrics = tmp_path / "metrics.json"
     metrics.write_text(json.dumps(synthetic_metrics()))
-    monkeypatch.setattr(report, "execute_report_notebook", lambda *a, **k: None)
-    monkeypatch.setattr(report, "render_html", lambda executed: "<p>" + "x" * 2_000_000 + "</p>")
+    monkeypatch.setattr(report.render, "execute_report_notebook", lambda *a, **k: None)
+    monkeypatch.setattr(report.render, "render_html", lambda executed: "<p>" + "x" * 2_000_000 + "</p>")
     with tmpfs(tmp_path / "small", "size=1m") as mount:
         earlier = mount / "r.html"
         earlier.write_text("<p>the earlier report</p>")

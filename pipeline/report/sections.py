@@ -1,0 +1,189 @@
+"""The report's run-level sections: the verdict, summary, hyperparameters, data, events, reproducibility and
+the comparison of several runs. Each returns an HTML string in which every value from data or config is escaped."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pipeline.report.checks import MANY_CLASSES
+from pipeline.report.helpers import (COLOURS, _duration, _plt, esc, figure_html, fmt, headline_metric, note,
+                                     table)
+from pipeline.report.loading import RunData
+from pipeline.report.charts import _epoch_points
+
+
+BASELINE_NAMES = {"hist_gradient_boosting": "boosted trees (HistGradientBoosting)",
+                  "linear": "linear model (logistic / ridge regression)"}
+
+
+def section_worth_it(run: RunData) -> str:
+    """Is the network worth it? Its test scores beside boosted trees' and a linear model's, on the same rows."""
+    test, found = run.metrics.get("test"), run.metrics.get("baselines")
+    if not test or not found:
+        return note("No baselines in this run (turned off with --no-baselines, or the run did not finish): "
+                    "nothing to compare the network with.")
+    key = headline_metric(run)[0]
+    columns = (["balanced_accuracy", "accuracy", "f1_macro", "roc_auc"] if run.task == "classification"
+               else ["r2", "rmse", "mae"])
+    rows = [("network (this run)", *[test.get(c) for c in columns], None)]
+    for name, label in BASELINE_NAMES.items():
+        scores = found.get(name) or {}
+        rows.append((label, *[scores.get(c) for c in columns], scores.get("fit_seconds")))
+    ours, trees = test.get(key), (found.get("hist_gradient_boosting") or {}).get(key)
+    if isinstance(ours, (int, float)) and isinstance(trees, (int, float)):
+        gap = ours - trees
+        if gap >= 0.005:
+            verdict = f"The network beats boosted trees on test {key} by {gap:.3f}."
+        elif gap > -0.005:
+            verdict = f"The network holds its own: within half a point of boosted trees on test {key} ({gap:+.3f})."
+        else:
+            verdict = (f"Boosted trees are better by {-gap:.3f} test {key}: for this table they are the simpler "
+                       "choice, unless the network is needed for something trees cannot do.")
+    else:
+        verdict = "No headline score to compare."
+    sample = ""
+    fitted, of = found.get("train_rows") or 0, found.get("of_train_rows") or 0
+    if fitted < of:
+        sample = note(f"The baselines were fitted on a random {fitted:,} of the {of:,} training rows, to keep them "
+                      "to seconds.")
+    plt = _plt()
+    labels = [r[0].split(" (")[0] for r in rows]
+    values = [r[1] if isinstance(r[1], (int, float)) and abs(r[1]) < 1e6 else 0.0 for r in rows]
+    figure, ax = plt.subplots(figsize=(7.5, 1.9))
+    ax.barh(labels[::-1], values[::-1], color=["#7f7f7f", "#2ca02c", "#1f77b4"])
+    for y, v in enumerate(values[::-1]):
+        ax.text(v, y, f" {v:.3f}", va="center")
+    ax.set(xlabel=f"test {key}", xlim=(min(0.0, min(values)), max(1.0, max(values)) * 1.12))
+    return (f"<p><strong>{esc(verdict)}</strong></p>" + figure_html(figure, f"test {key} of each model")
+            + table(rows, ("model", *columns, "fit seconds"), cls="grid") + sample)
+
+
+# ---------------------------------------------------------------------------------------------- sections
+
+
+def section_summary(run: RunData) -> str:
+    m = run.metrics
+    info = m["run"]
+    status = str(info.get("status"))
+    best = m.get("best") or {}
+    rows = [("run", run.name), ("status", status), ("started", info.get("started_at")),
+            ("ended", info.get("ended_at")), ("duration", _duration(info.get("started_at"), info.get("ended_at"))),
+            ("device", f"{info.get('device')} (AMP {info.get('amp', 'off')})"),
+            ("processes", f"{info.get('world_size', 1)} (effective batch {info.get('effective_batch_size')})"
+             if isinstance(info.get("world_size"), int) and info["world_size"] > 1 else 1),
+            ("epochs run", len(run.epochs)), ("best epoch", best.get("epoch")),
+            (f"best {best.get('metric', 'metric')}", best.get("value"))]
+    key, value = headline_metric(run)
+    if value is not None:
+        rows.append((f"test {key}", value))
+    cards = "".join(f'<div class="card"><div class="label">{esc(k)}</div><div class="value">{fmt(v)}</div></div>'
+                    for k, v in (("status", status), ("best epoch", best.get("epoch")), (f"test {key}", value)))
+    message = note(info["message"], "warn" if status in ("failed", "interrupted") else "info") if info.get("message") else ""
+    return f'<div class="cards status-{esc(status)}">{cards}</div>{message}{problems_note(run)}{table(rows)}'
+
+
+def section_hyperparameters(run: RunData) -> str:
+    config = run.metrics.get("config") or {}
+    return table([(k, v if isinstance(v, (int, float, bool)) or v is None else json.dumps(v) if not isinstance(v, str)
+                   else v) for k, v in sorted(config.items())], ("parameter", "value"))
+
+
+def problems_note(run: RunData) -> str:
+    """A warning listing (a few of) the values of metrics.json that had the wrong type and were left out."""
+    if not run.problems:
+        return ""
+    shown = "; ".join(run.problems[:5]) + (f"; and {len(run.problems) - 5:,} more" if len(run.problems) > 5 else "")
+    return note(f"{run.path}: {len(run.problems):,} value(s) of the wrong type were left out of this report: {shown}.",
+                "warn")
+
+
+def some_names(names: list[Any], limit: int = 50) -> str:
+    return ", ".join(map(str, names[:limit])) + (f" and {len(names) - limit:,} more" if len(names) > limit else "")
+
+
+def section_data(run: RunData) -> str:
+    plt = _plt()
+    d = run.metrics["data"]
+    rows = [("source", d.get("source")), ("target", d.get("target")), ("task", d.get("task")),
+            ("processed features", d.get("n_features"))]
+    rows += [(f"rows: {split}", n) for split, n in (d.get("rows") or {}).items()]
+    out = table(rows)
+    out += f"<p>Original features: {esc(some_names([f for f in d.get('original_features') or [] if f is not None]))}</p>"
+    counts = d.get("class_counts")
+    classes = d.get("classes") or []
+    if counts and classes and len(classes) <= MANY_CLASSES:
+        figure, ax = plt.subplots(figsize=(7.5, 2.8))
+        width = 0.8 / len(counts)
+        for i, (split, values) in enumerate(counts.items()):
+            ax.bar([x + i * width for x in range(len(classes))], values, width=width, label=split,
+                   color=COLOURS[i % len(COLOURS)])
+        ax.set_xticks([x + width * (len(counts) - 1) / 2 for x in range(len(classes))], classes)
+        ax.set(title="class balance per split", ylabel="rows")
+        ax.legend()
+        out += figure_html(figure, "class balance per split")
+    elif counts and classes:  # many classes: one line per split, classes sorted by their training rows
+        import numpy as np
+
+        first = np.asarray(next(iter(counts.values())), dtype=float)
+        order = np.argsort(-first, kind="stable")
+        figure, ax = plt.subplots(figsize=(7.5, 2.8))
+        for i, (split, values) in enumerate(counts.items()):
+            ax.plot(np.asarray(values, dtype=float)[order], label=split, color=COLOURS[i % len(COLOURS)])
+        ax.set(title=f"rows per class, {len(classes):,} classes, largest first", xlabel="class rank", ylabel="rows")
+        ax.legend()
+        out += figure_html(figure, "rows per class in each split")
+    return out
+
+
+
+def section_events(run: RunData) -> str:
+    info = run.metrics["run"]
+    rows = [("resumed", r.get("time"), f"from {r.get('checkpoint')} at epoch {r.get('epoch')}, step {r.get('step')}")
+            for r in info.get("resumed") or [] if isinstance(r, dict)]
+    rows += [("status", "", f"{e.get('status')}: {e.get('message') or ''}") for e in run.events if e.get("type") == "status"]
+    if not rows:
+        return note("The run was never interrupted or resumed.")
+    more = note(f"... and {len(rows) - 100:,} more events, not shown.") if len(rows) > 100 else ""
+    return table(rows[:50] + rows[-50:] if more else rows, ("event", "time", "details"), cls="grid") + more
+
+
+def section_reproducibility(run: RunData) -> str:
+    info, d, config = run.metrics["run"], run.metrics["data"], run.metrics.get("config") or {}
+    rows = [("seed", config.get("seed")), ("deterministic mode", config.get("deterministic")),
+            ("source data sha256", d.get("source_sha256")), ("processed data fingerprint", d.get("data_sha256"))]
+    rows += [(f"version: {k}", v) for k, v in (info.get("versions") or {}).items()]
+    mlflow = info.get("mlflow")
+    if mlflow:
+        rows += [("MLflow tracking URI", mlflow.get("tracking_uri")), ("MLflow run id", mlflow.get("run_id"))]
+    return table(rows)
+
+
+def section_comparison(runs: list[RunData]) -> str:
+    """Several runs: curves overlaid, and a table of the settings that differ against the results."""
+    if len(runs) < 2:
+        return ""
+    plt = _plt()
+    figure, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for i, run in enumerate(runs):
+        colour = COLOURS[i % len(COLOURS)]
+        shown = _epoch_points(run)
+        epochs = [e["epoch"] for e in shown]
+        axes[0].plot(epochs, [e.get("val_loss", e.get("train_loss")) for e in shown], color=colour, label=run.name)
+        axes[0].plot(epochs, [e.get("train_loss") for e in shown], color=colour, linestyle=":", linewidth=1)
+        metric = "val_accuracy" if run.task == "classification" else "val_r2"
+        axes[1].plot(epochs, [e.get(metric) for e in shown], color=colour, label=run.name)
+    axes[0].set(title="validation loss (solid) and train loss (dotted)", xlabel="epoch")
+    axes[1].set(title="validation metric", xlabel="epoch")
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    configs = [r.metrics.get("config") or {} for r in runs]
+    ignore = {"save_dir", "run_name", "resolved_device", "data_dir"}
+    differing = sorted(k for k in set().union(*configs) if k not in ignore and len({json.dumps(c.get(k)) for c in configs}) > 1)
+    header = ("run", *differing, "status", "epochs", "best epoch", "best value", *["test " + headline_metric(runs[0])[0]])
+    rows = []
+    for run, config in zip(runs, configs):
+        best = run.metrics.get("best") or {}
+        rows.append((run.name, *[config.get(k) if not isinstance(config.get(k), list) else str(config.get(k))
+                                 for k in differing], run.metrics["run"].get("status"), len(run.epochs),
+                     best.get("epoch"), best.get("value"), headline_metric(run)[1]))
+    return figure_html(figure, "runs compared") + table(rows, header, cls="grid")
