@@ -37,6 +37,7 @@ class RunRecord:
         self.ended_at: str | None = None
         self.message = ""
         self.versions = runtime.versions()
+        self.git_commit = tracking.source_tags().get("mlflow.source.git.commit")  # None outside a git tree
         self.world_size = world_size
         self.enabled = enabled  # under torchrun only rank 0 writes
 
@@ -57,7 +58,8 @@ class RunRecord:
                     "pid": os.getpid(), "host": tracking.host_name(), "resumed": s.resumed,
                     "world_size": self.world_size,
                     "effective_batch_size": self.config["batch_size"] * self.world_size,
-                    "mlflow": self.tracking_info().get("mlflow"), "versions": self.versions},
+                    "mlflow": self.tracking_info().get("mlflow"), "versions": self.versions,
+                    "git_commit": self.git_commit},
             "config": self.config,
             "data": {"task": schema["task"], "target": schema["target"], "classes": schema["classes"],
                      "n_features": self.n_features, "features": schema["features"]["processed"],

@@ -7,7 +7,7 @@ from typing import Any
 
 from pipeline import metrics
 from pipeline.report.checks import MANY_CLASSES, MAX_CURVES, thin
-from pipeline.report.helpers import COLOURS, _plt, esc, figure_html, note, table
+from pipeline.report.helpers import COLOURS, _plt, esc, figure_html, fmt, fmt_interval, note, table
 from pipeline.report.loading import RunData
 
 def _epoch_points(run: RunData) -> list[dict[str, Any]]:
@@ -39,13 +39,13 @@ def section_learning_curves(run: RunData) -> str:
         axes[0].annotate(f"best epoch {best}", xy=(best, axes[0].get_ylim()[1]), fontsize=8, ha="left", va="top")
     axes[0].set(title="loss", xlabel="epoch")
     axes[0].legend()
-    metric = "val_accuracy" if run.task == "classification" else "val_r2"
-    values = [e.get(metric) for e in shown]
-    if any(v is not None for v in values):
-        axes[1].plot(epochs, values, color="tab:green", label=metric, **style)
-        if run.task == "classification":
-            axes[1].plot(epochs, [e.get("val_f1_macro") for e in shown], color="tab:purple", label="val_f1_macro",
-                         **style)
+    names = (["val_balanced_accuracy", "val_accuracy", "val_f1_macro"] if run.task == "classification"
+             else ["val_r2"])
+    drawn = [n for n in names if any(e.get(n) is not None for e in shown)]
+    for i, name in enumerate(drawn):  # the headline metric first, drawn thicker
+        axes[1].plot(epochs, [e.get(name) for e in shown], color=COLOURS[(i + 2) % len(COLOURS)], label=name,
+                     linewidth=2.2 if i == 0 else 1.2, **style)
+    if drawn:
         axes[1].legend()
     axes[1].set(title="validation metrics", xlabel="epoch")
     figure.tight_layout()
@@ -55,6 +55,10 @@ def section_learning_curves(run: RunData) -> str:
 def section_learning_rate(run: RunData) -> str:
     if not run.epochs:
         return note("No learning-rate record.", "warn")
+    rates = {e.get("lr") for e in run.epochs if e.get("lr") is not None}
+    if len(rates) <= 1:
+        return note(f"A constant learning rate ({fmt(next(iter(rates)) if rates else None)}, no schedule): "
+                    "nothing to chart.")
     plt = _plt()
     shown = _epoch_points(run)
     figure, ax = plt.subplots(figsize=(7.5, 2.6))
@@ -108,7 +112,7 @@ def section_test(run: RunData) -> str:
         return note(f"No test evaluation: the run ended with status '{status}' before it.", "warn")
     plt = _plt()
     if run.task == "regression":
-        out = table([(k, test.get(k)) for k in ("loss", "rmse", "mae", "r2")], ("metric", "value"))
+        out = score_table(test, ("loss", "rmse", "mae", "r2"))
         predictions = test.get("predictions")
         if predictions and predictions.get("y_true"):
             keep = thin(len(predictions["y_true"]), 5000)
@@ -125,26 +129,51 @@ def section_test(run: RunData) -> str:
             out += figure_html(figure, "predicted versus actual values, and residuals")
         return out
     classes = run.metrics["data"].get("classes") or []
-    out = table([(k, test.get(k)) for k in ("loss", "accuracy", "balanced_accuracy", "f1_macro", "roc_auc")],
-                ("metric", "value"))
+    out = score_table(test, ("loss", "accuracy", "balanced_accuracy", "f1_macro", "roc_auc"))
+    out += calibration_html(test)
     out += per_class_table(test.get("per_class") or {})
     matrix = test.get("confusion_matrix")
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     if matrix:
         out += confusion_figure(axes[0], matrix, classes)
     curves = test.get("roc_curves") or {}
-    drawn = largest_classes(list(curves), test.get("per_class") or {}, MAX_CURVES)
+    binary = len(classes) == 2 and classes[1] in curves
+    drawn = [classes[1]] if binary else largest_classes(list(curves), test.get("per_class") or {}, MAX_CURVES)
     for i, name in enumerate(drawn):
         curve = curves[name]
         axes[1].plot(curve["fpr"], curve["tpr"], label=name, color=COLOURS[i % len(COLOURS)])
     axes[1].plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8)
-    title = "ROC (one vs rest)" + (f", the {len(drawn)} largest of {len(curves):,} classes" if len(drawn) < len(curves)
-                                   else "")
+    title = (f"ROC (positive class {drawn[0]})" if binary else "ROC (one vs rest)"
+             + (f", the {len(drawn)} largest of {len(curves):,} classes" if len(drawn) < len(curves) else ""))
     axes[1].set(title=title, xlabel="false positive rate", ylabel="true positive rate")
     if drawn:
         axes[1].legend(fontsize=8)
     figure.tight_layout()
     return out + figure_html(figure, "confusion matrix and ROC curves on the test split")
+
+
+def score_table(test: dict[str, Any], keys: tuple[str, ...]) -> str:
+    """The test scores, each with its interval when metrics.json has one."""
+    intervals = test.get("intervals") or {}
+    rows = [(k, test.get(k), fmt_interval(intervals.get(k)) or "—") for k in keys if k in test]
+    return table(rows, ("metric", "value", "interval"), cls="grid")
+
+
+def calibration_html(test: dict[str, Any]) -> str:
+    """Average precision (binary: one number; multi-class: macro and per class) and the calibration figures."""
+    rows: list[tuple[Any, ...]] = []
+    ap = test.get("average_precision")
+    if isinstance(ap, (int, float)) and not isinstance(ap, bool):
+        rows.append(("average precision (area under the PR curve)", float(ap)))
+    elif isinstance(ap, dict):
+        rows += [(f"average precision: {k}", float(v)) for k, v in ap.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)][:MAX_CURVES + 1]
+    calibration = test.get("calibration") or {}
+    if calibration.get("brier") is not None:
+        rows.append(("Brier score (lower is better)", calibration["brier"]))
+    if calibration.get("ece") is not None:
+        rows.append(("expected calibration error (lower is better)", calibration["ece"]))
+    return table(rows, ("imbalance and calibration", "value"), cls="grid") if rows else ""
 
 
 def largest_classes(names: list[str], per_class: dict[str, dict[str, Any]], k: int) -> list[str]:
@@ -225,8 +254,9 @@ def section_throughput(run: RunData) -> str:
     figure.tight_layout()
     total = sum(e.get("epoch_seconds") or 0 for e in run.epochs)
     waited = sum(e.get("data_seconds") or 0 for e in run.epochs)
-    return (table([("total training time", f"{total:.2f}s"), ("mean epoch", f"{total / len(run.epochs):.3f}s"),
-                   ("data-wait share", f"{100 * waited / total:.1f}%" if total > 0 else "—")])
+    return (table([("training time (the epochs only)", f"{fmt(float(total))}s"),
+                   ("mean epoch", f"{fmt(total / len(run.epochs))}s"),
+                   ("data-wait share", f"{fmt(100 * waited / total)}%" if total > 0 else "—")])
             + figure_html(figure, "throughput and epoch time split into compute and data wait"))
 
 
@@ -237,24 +267,26 @@ def section_system(run: RunData) -> str:
     if not run.system:
         return out + note("No resource samples were recorded (logs/system.jsonl missing or sampling off).")
     plt = _plt()
-    samples = [run.system[i] for i in thin(len(run.system))]
+    recorded = run.system[1:] if len(run.system) > 1 and not run.system[0].get("process_cpu_percent") else run.system
+    samples = [recorded[i] for i in thin(len(recorded))]  # psutil's first process reading is always 0: dropped
     t0 = samples[0]["time"]
     times = [s["time"] - t0 for s in samples]
     gpus = sorted({g["index"] for s in samples for g in s.get("gpus", [])})[:8]
-    figure, axes = plt.subplots(1, 2 + bool(gpus), figsize=(11 + 4 * bool(gpus), 3.2))
-    axes[0].plot(times, [s.get("cpu_percent") for s in samples], label="machine")
-    axes[0].plot(times, [s.get("process_cpu_percent") for s in samples], label="training process")
-    axes[0].set(title="CPU %", xlabel="seconds")
-    axes[0].legend()
-    axes[1].plot(times, [s.get("rss_mb") for s in samples], label="process RSS")
-    axes[1].plot(times, [s.get("ram_used_mb") for s in samples], label="machine RAM used")
-    axes[1].set(title="memory (MB)", xlabel="seconds")
-    axes[1].legend()
+    figure, axes = plt.subplots(1, 3 + bool(gpus), figsize=(13 + 4 * bool(gpus), 3.2))
+    axes[0].plot(times, [s.get("cpu_percent") for s in samples], color=COLOURS[0])
+    axes[0].set(title="machine CPU (all cores, 0-100%)", xlabel="seconds", ylabel="%", ylim=(0, 100))
+    axes[1].plot(times, [s.get("process_cpu_percent") for s in samples], color=COLOURS[1])
+    axes[1].set(title="training process CPU (100% = one core)", xlabel="seconds", ylabel="% of one core")
+    axes[1].set_ylim(bottom=0)
+    axes[2].plot(times, [s.get("rss_mb") for s in samples], label="process RSS")
+    axes[2].plot(times, [s.get("ram_used_mb") for s in samples], label="machine RAM used")
+    axes[2].set(title="memory (MB)", xlabel="seconds")
+    axes[2].legend()
     for index in gpus:
         series = [next((g for g in s.get("gpus", []) if g["index"] == index), {}) for s in samples]
-        axes[2].plot(times, [g.get("util_percent") for g in series], label=f"GPU {index} util %")
-        axes[2].plot(times, [g.get("temperature_c") for g in series], label=f"GPU {index} °C")
-        axes[2].set(title="GPU", xlabel="seconds")
-        axes[2].legend()
+        axes[3].plot(times, [g.get("util_percent") for g in series], label=f"GPU {index} util %")
+        axes[3].plot(times, [g.get("temperature_c") for g in series], label=f"GPU {index} °C")
+        axes[3].set(title="GPU", xlabel="seconds")
+        axes[3].legend()
     figure.tight_layout()
     return out + figure_html(figure, "system resources over time")

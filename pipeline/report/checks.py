@@ -27,11 +27,18 @@ _SPEC: dict[str, Any] = {
              "rows": {"*": WHOLE}, "class_counts": {"*": [WHOLE]}, "source": TEXT, "source_sha256": TEXT,
              "data_sha256": TEXT, "*": ANY},
     "epochs": [_EPOCH],
-    "best": {"epoch": WHOLE, "metric": TEXT, "value": NUMBER, "*": ANY},
+    "best": {"epoch": WHOLE, "metric": TEXT, "value": NUMBER, "values": {"*": NUMBER}, "*": ANY},
     "test": {"confusion_matrix": [[WHOLE]], "per_class": {"*": {"support": WHOLE, "*": NUMBER}},
-             "roc_curves": {"*": {"fpr": [NUMBER], "tpr": [NUMBER]}},
+             "roc_curves": {"*": {"fpr": [NUMBER], "tpr": [NUMBER]}}, "intervals": {"*": [NUMBER]},
+             "average_precision": ANY, "calibration": {"brier": NUMBER, "ece": NUMBER, "*": ANY},
+             "pr_curves": ANY, "threshold": ANY,
              "predictions": {"y_true": [NUMBER], "y_pred": [NUMBER]}, "*": NUMBER},
-    "baselines": {"train_rows": WHOLE, "of_train_rows": WHOLE, "*": {"fit_seconds": NUMBER, "*": NUMBER}},
+    "baselines": {"train_rows": WHOLE, "of_train_rows": WHOLE, "failed": {"*": TEXT},
+                  "*": {"fit_seconds": NUMBER, "intervals": {"*": [NUMBER]},
+                        "difference": {"*": {"value": NUMBER, "interval": [NUMBER]}}, "*": NUMBER}},
+    "verdict": {"metric": TEXT, "network": NUMBER, "baseline": TEXT, "baseline_value": NUMBER, "difference": NUMBER,
+                "interval": [NUMBER], "outcome": TEXT, "text": TEXT, "*": ANY},
+    "uncertainty": {"*": ANY},
     "system": {"*": ANY},
     "*": ANY,
 }
@@ -101,7 +108,7 @@ def normalise(raw: Any) -> tuple[dict[str, Any], list[str]]:
     if isinstance(data.get("class_counts"), dict):
         data["class_counts"] = {split: [c or 0 for c in counts] for split, counts in data["class_counts"].items()
                                 if isinstance(counts, list) and len(counts) == k}
-    for key in ("best", "baselines", "system", "progress"):
+    for key in ("best", "baselines", "system", "progress", "verdict", "uncertainty"):
         if key in m and m[key] is not None and not isinstance(m[key], dict):
             m[key] = None
     test = m.get("test")

@@ -5,6 +5,7 @@ import base64
 import html
 import io
 import math
+from pathlib import Path
 from typing import Any
 
 from pipeline.report.loading import RunData
@@ -15,7 +16,9 @@ def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def fmt(value: Any, digits: int = 4) -> str:
+def fmt(value: Any) -> str:
+    """The report's one number format: whole numbers with thousands separators; other numbers with 3 decimals
+    (0.924, 12.346), 3 significant digits below 0.001 (0.000123), none from 10,000 up (12,346)."""
     if value is None:
         return "—"
     if isinstance(value, bool):
@@ -25,16 +28,58 @@ def fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             return str(value)
-        return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:,.0f}"
+        if abs(value) >= 1e4:
+            return f"{value:,.0f}"
+        return f"{value:.3f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.3g}"
     return esc(value)
+
+
+def fmt_interval(interval: Any) -> str:
+    """[low, high] in the one number format, or "" when there is no interval."""
+    if not (isinstance(interval, list) and len(interval) == 2 and all(isinstance(v, (int, float)) for v in interval)):
+        return ""
+    return f"[{fmt(float(interval[0]))}, {fmt(float(interval[1]))}]"
+
+
+def with_interval(value: Any, interval: Any) -> str:
+    """A score and, when known, its interval: "0.989 [0.951, 1.000]"."""
+    shown = fmt(float(value) if isinstance(value, int) and not isinstance(value, bool) else value)
+    bounds = fmt_interval(interval)
+    return f"{shown} {bounds}" if bounds else shown
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def shown_path(value: Any, root: Path = PROJECT_ROOT) -> Any:
+    """A machine path as a reader can use it: relative to the project root, else under `~`, else as written.
+    Anything that is not an absolute path comes back unchanged."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        return value
+    path = Path(value)
+    for base, prefix in ((root, ""), (Path.home(), "~/")):
+        try:
+            return prefix + str(path.relative_to(base)) if path != base else (prefix.rstrip("/") or ".")
+        except ValueError:
+            continue
+    return value
 
 
 def table(rows: list[tuple[Any, ...]], header: tuple[str, ...] | None = None, *, cls: str = "kv") -> str:
     """An HTML table; every cell is escaped (numbers are formatted)."""
     head = "<tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>" if header else ""
-    body = "".join("<tr>" + "".join(f"<td>{fmt(c) if not isinstance(c, str) else esc(c)}</td>" for c in row) + "</tr>"
-                   for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f'<table class="{cls}">{head}{body}</table>'
+
+
+class Html(str):
+    """Markup built here from escaped parts (a link): `table` puts it in a cell as it is."""
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, Html):
+        return str(value)
+    return esc(value) if isinstance(value, str) else fmt(value)
 
 
 def note(text: str, kind: str = "info") -> str:
