@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.rundir import METRICS, RunDir
+from pipeline.rundir import METRICS, METRICS_LOG, RunDir
 
 NOTEBOOKS = ("01_data_preparation", "02_training_pipeline", "03_monitoring", "04_reporting", "05_performance")
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -121,7 +121,7 @@ def wait_for_epochs(log_dir: Path, epochs: int, process: subprocess.Popen | None
     deadline = time.monotonic() + timeout
     seen = 0
     while time.monotonic() < deadline:
-        seen = sum(1 for r in fileio.read_jsonl(RunDir.from_logs(log_dir).metrics_log) if r.get("type") == "epoch")
+        seen = sum(1 for r in fileio.read_jsonl(Path(log_dir) / METRICS_LOG) if r.get("type") == "epoch")
         if seen >= epochs or (process is not None and process.poll() is not None):
             break
         time.sleep(0.1)

@@ -384,3 +384,10 @@ def test_comparison_table_has_one_epochs_column(no_figures):
     header = re.search(r"<tr>(<th>run</th>.*?)</tr>", report.section_comparison([a, b])).group(1)
     cells = re.findall(r"<th>(.*?)</th>", header)
     assert "epochs" in cells and "epochs run" in cells and len(cells) == len(set(cells))
+
+
+def test_no_empty_difference_column_without_paired_differences(rich_run, no_figures):
+    assert "network − model (balanced_accuracy)" in report.section_worth_it(rich_run)
+    m = rich_metrics()
+    del m["baselines"]["hist_gradient_boosting"]["difference"]
+    assert "network − model" not in report.section_worth_it(report.RunData(path=Path("m.json"), metrics=m))

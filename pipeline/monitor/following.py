@@ -12,7 +12,7 @@ import psutil
 
 from pipeline import fileio, metrics, status as status_lib
 from pipeline.logs import JsonlTail, clean_record
-from pipeline.rundir import RunDir
+from pipeline.rundir import METRICS_LOG, SYSTEM_LOG, RunDir
 
 TERMINAL = status_lib.TERMINAL
 
@@ -116,8 +116,8 @@ class RunFollower:
     def __init__(self, log_dir: Path):
         self.log_dir = Path(log_dir)
         self.view = RunView(self.log_dir)
-        self.metrics_tail = JsonlTail(RunDir.from_logs(self.log_dir).metrics_log)
-        self.system_tail = JsonlTail(RunDir.from_logs(self.log_dir).system_log)
+        self.metrics_tail = JsonlTail(self.log_dir / METRICS_LOG)
+        self.system_tail = JsonlTail(self.log_dir / SYSTEM_LOG)
 
     @property
     def problem(self) -> str | None:
@@ -128,7 +128,7 @@ class RunFollower:
         records, reset = self.metrics_tail.poll()
         if reset:
             self.view = RunView(self.log_dir)
-            self.system_tail = JsonlTail(RunDir.from_logs(self.log_dir).system_log)
+            self.system_tail = JsonlTail(self.log_dir / SYSTEM_LOG)
         self.view.apply(records)
         samples, reset_system = self.system_tail.poll()
         if reset_system:

@@ -267,14 +267,16 @@ def section_system(run: RunData) -> str:
     if not run.system:
         return out + note("No resource samples were recorded (logs/system.jsonl missing or sampling off).")
     plt = _plt()
-    recorded = run.system[1:] if len(run.system) > 1 and not run.system[0].get("process_cpu_percent") else run.system
-    samples = [recorded[i] for i in thin(len(recorded))]  # psutil's first process reading is always 0: dropped
+    first = run.system[0]
+    zero = not first.get("process_cpu_percent") or not first.get("cpu_percent")
+    recorded = run.system[1:] if len(run.system) > 1 and zero else run.system
+    samples = [recorded[i] for i in thin(len(recorded))]  # psutil's first CPU reading is 0 (no interval yet): dropped
     t0 = samples[0]["time"]
     times = [s["time"] - t0 for s in samples]
     gpus = sorted({g["index"] for s in samples for g in s.get("gpus", [])})[:8]
     figure, axes = plt.subplots(1, 3 + bool(gpus), figsize=(13 + 4 * bool(gpus), 3.2))
     axes[0].plot(times, [s.get("cpu_percent") for s in samples], color=COLOURS[0])
-    axes[0].set(title="machine CPU (all cores, 0-100%)", xlabel="seconds", ylabel="%", ylim=(0, 100))
+    axes[0].set(title="machine CPU (all cores, 0-100%)", xlabel="seconds", ylabel="%", ylim=(0, 105))
     axes[1].plot(times, [s.get("process_cpu_percent") for s in samples], color=COLOURS[1])
     axes[1].set(title="training process CPU (100% = one core)", xlabel="seconds", ylabel="% of one core")
     axes[1].set_ylim(bottom=0)

@@ -26,16 +26,19 @@ def section_worth_it(run: RunData) -> str:
     key = headline_metric(run)[0]
     columns = (["balanced_accuracy", "accuracy", "f1_macro", "roc_auc"] if run.task == "classification"
                else ["r2", "rmse", "mae"])
-    rows = [("network (this run)", *_scores(test, columns), "", None)]
+    rows = [["network (this run)", *_scores(test, columns), "", None]]
     for name, label in BASELINE_NAMES.items():
         scores = found.get(name) or {}
         difference = ((scores.get("difference") or {}).get(key) or {})
         shown = with_interval(difference.get("value"), difference.get("interval")) if difference else ""
-        rows.append((label, *_scores(scores, columns), shown, scores.get("fit_seconds")))
+        rows.append([label, *_scores(scores, columns), shown, scores.get("fit_seconds")])
+    header = ["model", *columns, f"network − model ({key})", "fit seconds"]
+    if not any(row[-2] for row in rows):  # an older metrics.json: no paired differences, no empty column
+        header, rows = header[:-2] + header[-1:], [row[:-2] + row[-1:] for row in rows]
     failed = "".join(note(f"{BASELINE_NAMES.get(n, n)} failed: {why}", "warn")
                      for n, why in (found.get("failed") or {}).items())
     return (f"<p><strong>{esc(_verdict(run, key))}</strong></p>" + _worth_it_figure(run, key)
-            + table(rows, ("model", *columns, f"network − model ({key})", "fit seconds"), cls="grid")
+            + table([tuple(r) for r in rows], tuple(header), cls="grid")
             + _uncertainty_note(run) + _sample_note(found) + failed)
 
 
@@ -237,7 +240,7 @@ def section_reproducibility(run: RunData) -> str:
     info, d, config = run.metrics["run"], run.metrics["data"], run.metrics.get("config") or {}
     rows = [("seed", config.get("seed")), ("deterministic mode", config.get("deterministic")),
             ("source data sha256", d.get("source_sha256")), ("processed data fingerprint", d.get("data_sha256"))]
-    rows.append(("git commit", info.get("git_commit") or "— (not recorded: the trainer ran outside a git work tree)"))
+    rows.append(("git commit", info.get("git_commit") or "— (not recorded: an older metrics.json, or the trainer ran outside a git work tree)"))
     rows += [(f"version: {k}", v) for k, v in (info.get("versions") or {}).items()]
     mlflow = info.get("mlflow")
     if mlflow:
