@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.rundir import METRICS, METRICS_LOG, RunDir
 
 NOTEBOOKS = ("01_data_preparation", "02_training_pipeline", "03_monitoring", "04_reporting", "05_performance")
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -87,11 +88,11 @@ def new_run_dir(base: Path | str, label: str = "run") -> Path:
 def latest_run(base: Path | str) -> Path:
     """The run folder under `base` (or `base` itself) whose metrics.json was written last."""
     base = Path(base)
-    found = [p.parent for p in [base / "metrics.json", *base.glob("*/metrics.json")] if p.is_file()]
+    found = [p.parent for p in [RunDir(base).metrics, *base.glob(f"*/{METRICS}")] if p.is_file()]
     if not found:
         raise ConfigError(f"{base}: no training run here (no metrics.json in it or its subfolders); run "
                           "notebook 02 first, or pass the path of a metrics.json")
-    return max(found, key=lambda folder: (folder / "metrics.json").stat().st_mtime_ns)
+    return max(found, key=lambda folder: RunDir(folder).metrics.stat().st_mtime_ns)
 
 
 def launch_training(data_dir: Path, save_dir: Path, **flags: Any) -> subprocess.Popen:
@@ -120,7 +121,7 @@ def wait_for_epochs(log_dir: Path, epochs: int, process: subprocess.Popen | None
     deadline = time.monotonic() + timeout
     seen = 0
     while time.monotonic() < deadline:
-        seen = sum(1 for r in fileio.read_jsonl(Path(log_dir) / "metrics.jsonl") if r.get("type") == "epoch")
+        seen = sum(1 for r in fileio.read_jsonl(Path(log_dir) / METRICS_LOG) if r.get("type") == "epoch")
         if seen >= epochs or (process is not None and process.poll() is not None):
             break
         time.sleep(0.1)
@@ -193,7 +194,7 @@ def demo(params_path: Path, run_dir: Path, *, log: Any = print) -> dict[str, Pat
     common = dict(params.get("common") or {})
     runs = run_dir / "checkpoints"  # notebook 02 trains into a new subfolder of it each time it runs
     paths = {"processed data": run_dir / "processed_data", "training run (checkpoints, logs)": runs,
-             "metrics": runs / "metrics.json",
+             "metrics": RunDir(runs).metrics,
              "report": resolve(common.pop("report", ""), "reports/training_report.html"),
              "executed notebooks": run_dir / "notebooks"}
     data_dir = str(paths["processed data"])
@@ -212,7 +213,7 @@ def demo(params_path: Path, run_dir: Path, *, log: Any = print) -> dict[str, Pat
         total += execute(notebook, paths["executed notebooks"] / f"{notebook}.ipynb", parameters, log=log)
         if notebook == "02_training_pipeline":  # the new subfolder it trained into is the run to report
             paths["training run (checkpoints, logs)"] = latest_run(runs)
-            paths["metrics"] = paths["training run (checkpoints, logs)"] / "metrics.json"
+            paths["metrics"] = RunDir(paths["training run (checkpoints, logs)"]).metrics
             per_notebook["04_reporting"]["metrics_path"] = str(paths["metrics"])
     log(f"done in {total:.0f}s. Artefacts:")
     for name, path in paths.items():
@@ -280,7 +281,7 @@ def sweep(params_path: Path, learning_rates: list[float], run_dir: Path, *, log:
         execute("02_training_pipeline", run_dir / "notebooks" / f"02_training_pipeline_{name}.ipynb",
                 {**(params.get("02_training_pipeline") or {}), "data_dir": str(data_dir), "save_dir": str(save_dir),
                  "learning_rate": lr, "run_name": f"sweep-{name}", "demo_kill_resume": False}, log=log)
-        metrics.append(latest_run(save_dir) / "metrics.json")
+        metrics.append(RunDir(latest_run(save_dir)).metrics)
     output = run_dir / "sweep_report.html"
     report.generate(metrics[0], output, compare=metrics[1:], title="Learning-rate sweep")
     log(f"sweep done: {len(metrics)} runs; comparison report {output}")

@@ -38,7 +38,7 @@ SLOW_FIXTURES = {"demo_run", "mlflow_server", "reference_run"}
 SLOW_MODULES = {"test_course", "test_notebooks", "test_exercises_01", "test_exercises_02", "test_exercises_03",
                 "test_exercises_04", "test_exercises_05", "test_distributed", "test_server", "test_nbexec",
                 "test_train_reliability", "test_prepare_cli", "test_hostile_monitor", "test_hostile_prepare",
-                "test_train_faults", "test_params_injection"}
+                "test_train_faults", "test_params_injection", "test_report"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

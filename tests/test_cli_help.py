@@ -54,6 +54,7 @@ def test_the_old_underscore_spelling_is_still_accepted():
         assert args["clip_predictions"] is False
 
 
+@pytest.mark.slow
 def test_train_help_does_not_import_torch():
     code = ("import runpy, sys\nsys.argv = ['train_pipeline.py', '--help']\n"
             "try:\n    runpy.run_path(sys.argv[0] if False else %r, run_name='__main__')\n"

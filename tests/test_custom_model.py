@@ -106,6 +106,7 @@ def _steps_logged(save_dir: Path) -> int:
     return sum(1 for r in fileio.read_jsonl(save_dir / "logs" / "metrics.jsonl") if r.get("type") == "step")
 
 
+@pytest.mark.slow
 def test_factory_file_trains_and_resumes_exactly_after_sigkill(mid_dir: Path, factory_file: Path, tmp_path: Path):
     reference = tmp_path / "reference"
     done = subprocess.run(_cmd(mid_dir, reference, factory_file), capture_output=True, text=True, env=script_env(),

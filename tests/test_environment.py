@@ -6,6 +6,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -18,6 +20,7 @@ def pins(lines: list[str]) -> dict[str, str]:
     return found
 
 
+@pytest.mark.slow
 def test_the_lock_pins_torch_and_the_makefile_installs_that_torch():
     lock = pins((ROOT / "constraints.txt").read_text().splitlines())
     assert "torch" in lock, "constraints.txt must pin torch: resolving it freely picks a newer CUDA build"

@@ -221,6 +221,7 @@ def _monitor(log_dir: Path, *extra: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_env())
 
 
+@pytest.mark.slow
 def test_monitor_started_first_follows_the_run_and_exits_with_its_status(penguins_dir: Path, tmp_path: Path):
     save = tmp_path / "run"
     watcher = _monitor(save / "logs")
@@ -234,6 +235,7 @@ def test_monitor_started_first_follows_the_run_and_exits_with_its_status(penguin
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_monitor_reports_a_killed_run_as_lost(penguins_dir: Path, tmp_path: Path):
     save = tmp_path / "run"
     trainer = _train(penguins_dir, save, 400)

@@ -143,6 +143,7 @@ def _config(data_dir: Path, save_dir: Path, name: str, epochs: int = 4, **extra)
 CHILD = "import json, sys; from pipeline import train; train.run(train.make_config(json.loads(sys.argv[1])))"
 
 
+@pytest.mark.slow
 def test_tabm_trains_through_the_engine_and_resumes_exactly_after_sigkill(classification_dir: Path, tmp_path: Path):
     reference = tmp_path / "reference"
     done = train.run(train.make_config(_config(classification_dir, reference, "tabm", epochs=3)), log=lambda m: None)

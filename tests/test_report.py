@@ -116,8 +116,8 @@ def test_report_for_each_status_and_task(runs: dict[str, Path], status: str, tmp
         assert "boosted trees (HistGradientBoosting)" in text and "linear model" in text
         verdict = metrics["verdict"]
         assert verdict["outcome"] in ("ahead", "behind", "not distinguishable")
-        assert html.escape(verdict["text"][0].upper() + verdict["text"][1:], quote=True) in text  # the verdict first
-        assert "holds its own" not in text and "95% bootstrap intervals" in text
+        assert html.escape(verdict["text"], quote=True) in text  # the verdict, decided by the interval
+        assert "holds its own" not in text and "95% intervals from a" in text
     if status == "failed":
         assert "non-finite loss" in text
     if status == "interrupted":
@@ -138,7 +138,7 @@ def test_comparison_report_via_cli(runs: dict[str, Path], tmp_path: Path):
     check_standalone(out)
     assert ">Comparison<" in text and 'alt="runs compared"' in text
     header = re.search(r"<th>run</th>(.*?)</tr>", text).group(1)
-    assert "<th>setting: learning_rate</th>" in header and "save_dir" not in header
+    assert "<th>learning_rate</th>" in header and "save_dir" not in header
     assert header.count("epochs") == 1 and "<th>epochs run</th>" in header  # one column headed epochs
 
 
@@ -201,3 +201,198 @@ def test_report_opens_in_headless_chromium(runs: dict[str, Path], tmp_path: Path
     with Image.open(shot) as image:
         colours = image.convert("RGB").resize((64, 150)).getcolors(64 * 150)
     assert len(colours) > 20  # a real page with plots, not a blank screen
+
+
+# ------------------------------------------------------------------ issue 21: the report's rough edges, new fields
+def rich_metrics(classes=("no", "yes"), lr=(1e-3, 1e-3, 1e-3)) -> dict:
+    """A metrics.json with every field of METRICS_SHAPE (intervals, differences, verdict, best.values, AP, calibration)."""
+    epochs = [{"epoch": i + 1, "step": 10 * (i + 1), "train_loss": 1 / (i + 1), "val_loss": 1.1 / (i + 1),
+               "val_accuracy": 0.7 + 0.05 * i, "val_balanced_accuracy": 0.6 + 0.05 * i, "val_f1_macro": 0.65,
+               "lr": rate, "epoch_seconds": 1.5, "data_seconds": 0.5, "compute_seconds": 1.0,
+               "samples_per_second": 100.0} for i, rate in enumerate(lr)]
+    k = len(classes)
+    return {"schema_version": 1,
+            "run": {"name": "rich", "status": "completed", "started_at": "2026-01-01T10:00:00",
+                    "ended_at": "2026-01-01T10:00:09", "device": "cpu", "git_commit": "0123abcd" * 5,
+                    "mlflow": {"tracking_uri": "http://127.0.0.1:5000", "experiment_id": "7", "run_id": "abc123"}},
+            "config": {"learning_rate": 0.01, "epochs": 3, "seed": 42, "data_dir": str(ROOT / "processed_data"),
+                       "save_dir": str(Path.home() / "runs" / "a"), "mlflow": True, "scheduler": "none"},
+            "data": {"task": "classification", "target": "y", "classes": list(classes), "n_features": 4,
+                     "source": str(ROOT / "data" / "train.csv"), "rows": {"train": 100, "val": 20, "test": 30}},
+            "epochs": epochs,
+            "best": {"epoch": 3, "metric": "val_loss", "value": 0.36666,
+                     "values": {"best_epoch": 3, "best_val_loss": 0.36666, "best_val_balanced_accuracy": 0.7}},
+            "test": {"loss": 0.31234, "accuracy": 0.9042, "balanced_accuracy": 0.8812, "f1_macro": 0.87,
+                     "roc_auc": 0.95, "intervals": {"balanced_accuracy": [0.8123, 0.9456], "accuracy": [0.85, 0.95]},
+                     "confusion_matrix": [[10 if i == j else 1 for j in range(k)] for i in range(k)],
+                     "per_class": {c: {"precision": 0.9, "recall": 0.9, "f1": 0.9, "support": 11} for c in classes},
+                     "roc_curves": {c: {"fpr": [0, 0.1, 1], "tpr": [0, 0.8, 1]} for c in classes},
+                     "average_precision": 0.9312, "calibration": {"brier": 0.0712, "ece": 0.0431, "bins": []}},
+            "baselines": {"train_rows": 100, "of_train_rows": 100,
+                          "hist_gradient_boosting": {"balanced_accuracy": 0.9, "fit_seconds": 0.2,
+                                                     "intervals": {"balanced_accuracy": [0.83, 0.96]},
+                                                     "difference": {"balanced_accuracy": {"value": -0.0188,
+                                                                                          "interval": [-0.07, 0.03]}}},
+                          "linear": {"balanced_accuracy": 0.86, "fit_seconds": 0.01},
+                          "failed": {"linear_extra": "did not converge"}},
+            "uncertainty": {"method": "bootstrap", "resamples": 1000, "confidence": 0.95, "stratified": True,
+                            "seed": 0, "test_rows": 30},
+            "verdict": {"metric": "balanced_accuracy", "network": 0.8812, "baseline": "hist_gradient_boosting",
+                        "baseline_value": 0.9, "difference": -0.0188, "interval": [-0.07, 0.03],
+                        "outcome": "not distinguishable",
+                        "text": "boosted trees 0.900 vs network 0.881: not distinguishable on 30 test rows"}}
+
+
+@pytest.fixture
+def rich_run(tmp_path: Path) -> report.RunData:
+    path = tmp_path / "run" / "metrics.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(rich_metrics()))
+    return report.load_run(path)
+
+
+@pytest.fixture
+def no_figures(monkeypatch):
+    """The figure calls record their arguments instead of drawing (what is plotted is checked, not pixels)."""
+    drawn = []
+
+    class Axes:
+        def __getattr__(self, name):
+            return lambda *a, **k: drawn.append((name, a, k)) or (0, 1)
+
+    class Plt:
+        rcParams: dict = {}
+
+        @staticmethod
+        def subplots(nrows=1, ncols=1, **kwargs):
+            axes = [Axes() for _ in range(nrows * ncols)]
+            return Axes(), axes if len(axes) > 1 else axes[0]
+
+    for module in (report.sections, report.charts):
+        monkeypatch.setattr(module, "_plt", lambda: Plt)
+        monkeypatch.setattr(module, "figure_html", lambda figure, alt: f'<img alt="{report.esc(alt)}" src="data:,">')
+    return drawn
+
+
+def test_new_metrics_fields_are_displayed(rich_run, no_figures):
+    assert rich_run.problems == []  # the new fields are of the expected types, none is dropped
+    worth = report.section_worth_it(rich_run)
+    assert "not distinguishable on 30 test rows" in worth  # the verdict metrics.json states, not the point estimates
+    assert "0.881 [0.812, 0.946]" in worth and "0.900 [0.830, 0.960]" in worth  # intervals beside the scores
+    assert "-0.019 [-0.070, 0.030]" in worth  # the paired difference network - baseline and its interval
+    assert "95% intervals" in worth and "1,000 resamples" in worth and "did not converge" in worth
+    summary = report.section_summary(rich_run)
+    assert "at the best epoch: val_balanced_accuracy" in summary and "0.700" in summary
+    test = report.section_test(rich_run)
+    assert "[0.812, 0.946]" in test and "0.931" in test and "0.071" in test and "0.043" in test
+    assert "Brier score" in test and "expected calibration error" in test
+
+
+def test_old_metrics_without_new_fields_still_render(rich_run, no_figures):
+    m = rich_metrics()
+    for key in ("verdict", "uncertainty"):
+        del m[key]
+    for key in ("intervals", "average_precision", "calibration"):
+        del m["test"][key]
+    del m["best"]["values"]
+    run = report.RunData(path=Path("m.json"), metrics=m)
+    old_verdict = report.section_worth_it(run)
+    assert "point estimates" in old_verdict and "Boosted trees are better" not in old_verdict  # no verdict invented
+    assert "Brier" not in report.section_test(run) and "[" not in report.section_test(run).split("<table")[1]
+
+
+def test_headline_metric_is_plotted_among_validation_curves(rich_run, no_figures):
+    report.section_learning_curves(rich_run)
+    labels = [k.get("label") for name, _, k in no_figures if name == "plot"]
+    assert labels[:2] == ["train", "validation"] and "val_balanced_accuracy" in labels
+    assert labels.index("val_balanced_accuracy") < labels.index("val_accuracy")
+
+
+def test_git_commit_and_mlflow_link(rich_run, tmp_path):
+    html_ = report.section_reproducibility(rich_run)
+    assert "0123abcd" * 5 in html_
+    assert '<a href="http://127.0.0.1:5000/#/experiments/7/runs/abc123">abc123</a>' in html_
+    m = rich_metrics()
+    m["run"]["mlflow"] = {"tracking_uri": f"sqlite:///{ROOT}/mlflow.db", "experiment_id": "1", "run_id": "r9"}
+    local = report.section_reproducibility(report.RunData(path=Path("m.json"), metrics=m))
+    assert "<a " not in local and "r9" in local and "make mlflow-ui" in local
+
+
+def test_machine_paths_are_shown_relative():
+    assert report.helpers.shown_path(str(ROOT / "data" / "train.csv")) == "data/train.csv"
+    assert report.helpers.shown_path(str(Path.home() / "x" / "y.csv"), root=Path("/nowhere")) == "~/x/y.csv"
+    assert report.helpers.shown_path("/elsewhere/z.csv", root=Path("/nowhere")) in ("/elsewhere/z.csv", "~/../z.csv") \
+        or Path.home() == Path("/")
+    assert report.helpers.shown_path("relative/p.csv") == "relative/p.csv"
+
+
+def test_data_and_hyperparameters_show_relative_paths_and_changed_settings_first(rich_run, no_figures):
+    data_ = report.section_data(rich_run)
+    assert "<td>data/train.csv</td>" in data_ and str(ROOT) not in data_
+    hp = report.section_hyperparameters(rich_run)
+    head, folded = hp.split("<details>")
+    assert "changed from the default" in head and "<td>learning_rate</td><td>0.010</td><td>0.001</td>" in head
+    assert "<td>seed</td>" not in head  # 42 is the default
+    assert "<summary>All 7 settings</summary>" in folded and "<td>seed</td>" in folded
+    assert str(ROOT) not in hp and "~/runs/a" in folded
+
+
+def test_cpu_chart_separates_machine_and_process_and_drops_the_first_zero(no_figures):
+    system = [{"type": "system", "time": float(t), "cpu_percent": 50.0, "process_cpu_percent": 0.0 if t == 0 else 150.0,
+               "rss_mb": 100.0, "ram_used_mb": 1000.0} for t in range(4)]
+    run = report.RunData(path=Path("m.json"), metrics=rich_metrics(), system=system)
+    report.section_system(run)
+    titles = [k.get("title") for name, _, k in no_figures if name == "set"]
+    assert "machine CPU (all cores, 0-100%)" in titles and "training process CPU (100% = one core)" in titles
+    process = [a[1] for name, a, k in no_figures if name == "plot" and len(a) == 2 and 150.0 in a[1]]
+    assert process == [[150.0, 150.0, 150.0]]  # the first reading (always 0) is left out
+
+
+def test_one_duration_with_its_parts(rich_run):
+    text = report.section_summary(rich_run)
+    assert "9.0s: 3 epoch(s) of training 4.500s, the rest start-up, baselines" in text
+
+
+def test_no_learning_rate_chart_for_a_constant_schedule(no_figures):
+    constant = report.RunData(path=Path("m.json"), metrics=rich_metrics())
+    assert "A constant learning rate (0.001" in report.section_learning_rate(constant)
+    decaying = report.RunData(path=Path("m.json"), metrics=rich_metrics(lr=(1e-3, 5e-4, 1e-4)))
+    assert 'alt="learning rate per epoch"' in report.section_learning_rate(decaying)
+
+
+def test_binary_roc_draws_the_positive_class_only(rich_run, no_figures):
+    report.section_test(rich_run)
+    roc = [k.get("label") for name, _, k in no_figures if name == "plot" and k.get("label")]
+    assert roc == ["yes"]
+    no_figures.clear()
+    report.section_test(report.RunData(path=Path("m.json"), metrics=rich_metrics(classes=("a", "b", "c"))))
+    assert [k.get("label") for name, _, k in no_figures if name == "plot" and k.get("label")] == ["a", "b", "c"]
+
+
+def test_one_rounding_rule():
+    fmt = report.fmt
+    assert [fmt(0.924), fmt(0.9042), fmt(12.34567), fmt(0.000123), fmt(12345.6), fmt(3), fmt(0.0)] == \
+        ["0.924", "0.904", "12.346", "0.000123", "12,346", "3", "0.000"]
+
+
+def test_section_order_comparison_first_reproducibility_last():
+    cells = ["".join(c["source"]) for c in json.loads((ROOT / "pipeline/templates/report.ipynb").read_text())["cells"]]
+    called = [re.search(r"section_(\w+)", c).group(1) for c in cells if "section_" in c]
+    assert called[0] == "comparison" and called[1] == "worth_it" and called[-1] == "reproducibility"
+
+
+def test_comparison_table_has_one_epochs_column(no_figures):
+    a = report.RunData(path=Path("a/m.json"), metrics=rich_metrics())
+    m = rich_metrics()
+    m["config"]["epochs"] = 5
+    b = report.RunData(path=Path("b/m.json"), metrics=m)
+    header = re.search(r"<tr>(<th>run</th>.*?)</tr>", report.section_comparison([a, b])).group(1)
+    cells = re.findall(r"<th>(.*?)</th>", header)
+    assert "epochs" in cells and "epochs run" in cells and len(cells) == len(set(cells))
+
+
+def test_no_empty_difference_column_without_paired_differences(rich_run, no_figures):
+    assert "network − model (balanced_accuracy)" in report.section_worth_it(rich_run)
+    m = rich_metrics()
+    del m["baselines"]["hist_gradient_boosting"]["difference"]
+    assert "network − model" not in report.section_worth_it(report.RunData(path=Path("m.json"), metrics=m))

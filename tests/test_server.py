@@ -101,6 +101,7 @@ def test_several_trainings_at_once_each_arrive_whole(mlflow_server: str, penguin
 
 
 
+@pytest.mark.slow
 def test_a_team_server_with_auth_starts_takes_a_run_with_credentials_and_refuses_one_without(tmp_path: Path,
                                                                                            penguins_dir: Path):
     """End to end: `--auth` on loopback (the same app as beyond it), a secret store URI kept off `ps`, a run logged

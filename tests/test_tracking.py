@@ -48,6 +48,7 @@ def test_tracker_drops_a_failing_sink_and_keeps_the_others():
     assert good.calls == [("step", 1, {"loss": 1.0}), ("step", 2, {"loss": 0.5}), ("close", "completed", None)]
 
 
+@pytest.mark.slow
 def test_unreachable_server_never_stalls_training(penguins_dir: Path, tmp_path: Path):
     """A closed loopback port: training completes promptly with one warning, local logs complete."""
     uri = f"http://127.0.0.1:{free_port()}"
@@ -217,6 +218,7 @@ def test_sigkill_and_resume_leave_every_metric_on_the_server_exactly_once(mlflow
                                                      if r["type"] == "step"]
 
 
+@pytest.mark.slow
 def test_resuming_with_another_tracking_uri_starts_a_run_there_with_the_whole_history(penguins_dir: Path,
                                                                                      tmp_path: Path):
     from mlflow import MlflowClient

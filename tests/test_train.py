@@ -109,6 +109,7 @@ def test_checkpoint_checksum_detects_damage(tmp_path: Path):
 
 
 # -------------------------------------------------------------------------------------------- runs
+@pytest.mark.slow
 def test_quick_start_training_command(penguins_dir: Path, tmp_path: Path):
     """The Quick Start flags (fewer epochs), as a real process, with every default sink on."""
     result = run_script("train_pipeline.py", "--data-dir", penguins_dir, "--epochs", "3", "--batch-size", "32",
