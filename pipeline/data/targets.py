@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.data.columns import ID_DISTINCT_SHARE, ID_RULES_MIN_ROWS, NEAR_UNIQUE_SHARE, _ID_NAME, _is_row_number
+from pipeline.data.columns import (ID_DISTINCT_SHARE, ID_RULES_MIN_ROWS, NEAR_UNIQUE_SHARE, _ID_NAME,
+                                   _is_row_number)
 from pipeline.data.reading import _refuse_beyond_float32, _rows
 from pipeline.data.store import FLOAT32_MAX
 from pipeline.data.table import CLASSIFICATION_MAX_INT_CLASSES, _label_text, _numeric_values
