@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+
 _WHERE = {
     "store": ("Dataset", "FLOAT32_MAX", "MINORITY_SHARE", "PRODUCER", "SCHEMA_VERSION", "SPLITS", "load_processed",
         "load_schema", "load_split", "rare_classes",),

@@ -11,9 +11,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pandas.tseries.api import guess_datetime_format
 import numpy as np
 import pandas as pd
+from pandas.tseries.api import guess_datetime_format
 
 from pipeline.data.reading import _clip, _finite_values, _refuse_numbers_with_garbage, some
 from pipeline.data.table import Columns, MAX_CATEGORIES, _named_codes, _thread_map

@@ -11,6 +11,7 @@ from pipeline.data.preprocess import Preprocessor
 from pipeline.data.store import MINORITY_SHARE, rare_classes
 from pipeline.data.table import Columns, MISSING, _thread_map
 
+
 # ------------------------------------------------------------------------------ the column report and warnings
 CHECK_SAMPLE_ROWS = 5_000    # rows per side (train / held-out) the single-feature checks look at: cheap on any file
 

@@ -23,6 +23,7 @@ from pipeline.data.store import PRODUCER, SPLITS
 from pipeline.data.table import Columns, worker_count
 from pipeline.errors import DataError
 
+
 def check_output_dir(output_dir: Path, *, data_path: Path | None = None) -> None:
     """Refuse, before any work, an --output-dir that prepare cannot fill or may not replace.
 

@@ -24,6 +24,7 @@ from pipeline.data.table import MAX_CATEGORIES, _in_background
 from pipeline.data.targets import _check_classes, check_target, encode_target, infer_task
 from pipeline.errors import DataError
 
+
 # ------------------------------------------------------------------------------------------ orchestration
 @dataclass(frozen=True)
 class PrepareOptions:

@@ -9,6 +9,7 @@ import pandas as pd
 
 from pipeline.data.table import Columns, MAX_CATEGORIES, MISSING, _thread_map
 
+
 class Preprocessor:
     """Impute, scale and one-hot encode, scikit-learn style: `fit` on train sets attributes ending in `_`,
     `transform` is pure and returns a float32, C-contiguous (rows, features) array.

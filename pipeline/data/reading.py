@@ -18,6 +18,7 @@ from pipeline.data.store import FLOAT32_MAX
 from pipeline.data.table import _in_background, _numeric_values
 from pipeline.errors import DataError
 
+
 def some(names: Iterable[Any], limit: int = 10, *, quote: bool = True) -> str:
     """A few names for a message, and how many more: "'a', 'b', 'c' and 497 more". Messages that listed every
     class or column ran to megabytes on one line for an ID-like target; each name is cut to 60 characters too."""

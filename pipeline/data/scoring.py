@@ -12,9 +12,11 @@ from pipeline.data.preprocess import Preprocessor
 from pipeline.data.reading import check_numeric, read_csv, some
 from pipeline.errors import DataError
 
+
 def load_raw_for_scoring(csv_path: Path | str, schema: dict[str, Any]) -> tuple[np.ndarray, pd.DataFrame]:
     """Apply a fitted schema's preprocessing to a new CSV (used by `predict`); the target may be absent."""
-    csv_file = read_csv(csv_path, encoding="utf-8", delimiter=schema["source"].get("delimiter", ","))
+    source = schema["source"]  # the training file's encoding and delimiter: a new file exported the same way
+    csv_file = read_csv(csv_path, encoding=source.get("encoding") or "utf-8", delimiter=source.get("delimiter", ","))
     dates = schema["features"].get("datetime", {})
     derived = {f"{column}.{part}": column for column, item in dates.items() for part in item["parts"]}
     needed = [derived.get(c, c) for c in schema["features"]["numeric"] + schema["features"]["categorical"]]

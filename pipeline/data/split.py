@@ -11,6 +11,7 @@ from pipeline.data.store import SPLITS
 from pipeline.data.table import Columns, _thread_map
 from pipeline.errors import DataError
 
+
 # ----------------------------------------------------------------------------------------------- splits
 def split_indices(labels: np.ndarray | None, groups: np.ndarray, *, test_split: float, val_split: float,
                   seed: int) -> dict[str, np.ndarray]:

@@ -10,6 +10,7 @@ import numpy as np
 
 from pipeline.errors import DataError
 
+
 SCHEMA_VERSION = 1
 PRODUCER = "pipeline.prepare_dataset"
 SPLITS = ("train", "val", "test")

@@ -14,6 +14,7 @@ from pipeline.data.store import FLOAT32_MAX
 from pipeline.data.table import CLASSIFICATION_MAX_INT_CLASSES, _label_text, _numeric_values
 from pipeline.errors import DataError
 
+
 def infer_task(target: pd.Series, requested: str = "auto") -> str:
     """Classification for text/boolean targets and few-valued integers; regression for the rest."""
     if requested in ("classification", "regression"):
