@@ -235,6 +235,10 @@ def check_requested_columns(columns: list[str], target: str | None, *, drop: Ite
                     raise DataError(f"{source}: {flag} names the target column '{target}'; choose another target "
                                     "with --target, or leave it out of " + flag)
                 continue
+            with_comma = [c for c in columns if "," in str(c) and name in [p.strip() for p in str(c).split(",")]]
+            if with_comma:  # `--drop "price, EUR"` split on its comma
+                raise DataError(f"{source}: {flag}: no column named '{_clip(name)}', but '{_clip(with_comma[0])}' "
+                                f"holds a comma; name it whole with {flag}-column \"{_clip(with_comma[0])}\"")
             close = difflib.get_close_matches(name, columns, n=1, cutoff=0.5)
             hint = f"did you mean '{close[0]}'? " if close else ""
             raise DataError(f"{source}: {flag}: no column named '{_clip(name)}'; {hint}columns are: "

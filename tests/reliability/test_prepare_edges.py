@@ -39,3 +39,31 @@ def test_a_latin1_training_file_scores_a_latin1_file_with_the_recorded_encoding(
     assert frame["town"].tolist() == ["Köln", "Málaga"]
     names = schema["features"]["processed"]
     assert features[0, names.index("town=Köln")] == 1.0 and features[1, names.index("town=Málaga")] == 1.0
+
+
+COMMA_CSV = ("id,\"price, EUR\",\"code, old\",b,label\n"
+             + "".join(f"{i},{(i * 37) % 101 / 3:.3f},{i % 4},{i * 0.7:.2f},{'xy'[(i * 7) % 2]}\n"
+                       for i in range(80))).encode()
+
+
+def test_a_column_whose_name_holds_a_comma_can_be_dropped_or_made_categorical(tmp_path: Path, capsys):
+    code, _, err, out = run(tmp_path, COMMA_CSV, "--drop-column", "price, EUR", "--categorical-column", "code, old",
+                            "--drop", "id", capsys=capsys)
+    assert code == 0, err
+    schema = data.load_schema(out)
+    dropped = {item["name"]: item["reason"] for item in schema["features"]["dropped"]}
+    assert "price, EUR" in dropped and "id" in dropped
+    assert schema["features"]["categorical"] == ["code, old"]
+    assert sorted(schema["options"]["drop"]) == ["id", "price, EUR"]
+
+
+def test_a_comma_name_split_by_drop_says_to_use_drop_column(tmp_path: Path, capsys):
+    code, _, err, out = run(tmp_path, COMMA_CSV, "--drop", "price, EUR", capsys=capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--drop: no column named 'price', but 'price, EUR' holds a comma; name it whole with --drop-column" in err
+    assert not out.exists()
+
+
+def test_help_names_the_whole_name_flags():
+    text = prepare_dataset.build_parser().format_help()
+    assert "--drop-column NAME" in text and "--categorical-column NAME" in text
