@@ -17,7 +17,7 @@ from pipeline.data.diagnostics import check_warnings, column_report, format_colu
 from pipeline.data.output import _save_splits, _write_output, check_output_dir
 from pipeline.data.preprocess import Preprocessor
 from pipeline.data.reading import (CsvFile, _clip, _read_header, _rows, check_delimiter, check_encoding, check_numeric,
-                                   read_csv)
+                                   read_csv, some)
 from pipeline.data.split import _check_fractions, _check_split_sizes, row_groups, split_indices
 from pipeline.data.store import PRODUCER, SCHEMA_VERSION, SPLITS
 from pipeline.data.table import MAX_CATEGORIES, _in_background
@@ -77,6 +77,7 @@ class _Read:
     frame: pd.DataFrame
     target: str
     picked: str | None
+    renamed: list[str] = field(default_factory=list)  # duplicate header names, as pandas renamed them (x.1)
 
 
 def prepare_dataset(data_path: Path | str, output_dir: Path | str, options: PrepareOptions | None = None, *,
@@ -94,7 +95,7 @@ def prepare_dataset(data_path: Path | str, output_dir: Path | str, options: Prep
     read = _read_input(Path(data_path), options, notes)
     task = infer_task(read.frame[read.target], options.task)
     notes.append(f"task: {task}" + (" (auto; override with --task)" if options.task == "auto" else ""))
-    found = _check_target_column(read, task)
+    found = _renamed_warning(read) + _check_target_column(read, task)
     labels = read.frame[read.target]  # encoded on a thread of its own while the feature columns are inspected
     source, target = read.csv_file.path, read.target
     encoded = _in_background(lambda: encode_target(labels, task, source=source, target=target))
@@ -141,7 +142,17 @@ def _read_input(data_path: Path, options: PrepareOptions, notes: list[str]) -> _
         notes.append(f"dropped {int(missing_target.sum())} row(s) with a missing target (rows {_rows(missing_target)})"
                      + footer)
         frame = _numbers_as_numbers(frame.loc[~missing_target].reset_index(drop=True))
-    return _Read(csv_file=csv_file, frame=frame, target=target, picked=picked)
+    renamed = [str(c) for c in frame.columns if c not in set(header)] if len(set(header)) < len(header) else []
+    return _Read(csv_file=csv_file, frame=frame, target=target, picked=picked, renamed=renamed)
+
+
+def _renamed_warning(read: _Read) -> list[dict[str, Any]]:
+    """One warning naming the columns pandas renamed because their header name repeats an earlier one."""
+    if not read.renamed:
+        return []
+    return [{"kind": "duplicate_names", "columns": read.renamed, "message": (
+        f"{len(read.renamed)} header name(s) repeat an earlier column and were renamed: {some(read.renamed)}; "
+        "--drop/--categorical take these new names (rename the columns in the file to choose your own)")}]
 
 
 def _check_target_column(read: _Read, task: str) -> list[dict[str, Any]]:

@@ -67,3 +67,15 @@ def test_a_comma_name_split_by_drop_says_to_use_drop_column(tmp_path: Path, caps
 def test_help_names_the_whole_name_flags():
     text = prepare_dataset.build_parser().format_help()
     assert "--drop-column NAME" in text and "--categorical-column NAME" in text
+
+
+def test_duplicate_header_names_are_renamed_with_one_warning_naming_them(tmp_path: Path, capsys):
+    text = "x,x,y,x,label\n" + "".join(f"{i % 13},{(i * 5) % 17},{i * 0.3:.2f},{i % 9},{'ab'[i % 2]}\n"
+                                       for i in range(90))
+    code, stdout, err, out = run(tmp_path, text.encode(), capsys=capsys)
+    assert code == 0, err
+    lines = [line for line in stdout.splitlines() if "renamed" in line]
+    assert len(lines) == 1, stdout
+    assert lines[0].startswith("warning: 2 header name(s) repeat an earlier column and were renamed: 'x.1', 'x.2'")
+    kinds = [item["kind"] for item in data.load_schema(out)["warnings"]]
+    assert kinds.count("duplicate_names") == 1
