@@ -127,7 +127,13 @@ def check_warnings(table: Columns, labels: np.ndarray, classes: list[str] | None
                 f"'{column}' ({n_values} values, each going with exactly one class in {len(train) + len(other):,} "
                 f"sampled rows): pass --target for the column you mean to predict (or --drop {column} if "
                 f"'{target}' is right)")})
-    if len(other) >= 20:  # fewer held-out rows prove nothing
+    one_class = classes is not None and len(other) > 0 and len(np.unique(labels[other])) == 1
+    if one_class and len(other) >= 20:  # every feature would "predict" the one class: the rows cannot tell
+        found.append({"kind": "leak_check_skipped", "column": target, "message": (
+            f"the {len(other):,} held-out rows the leak check looks at all hold one class of '{target}' "
+            f"('{classes[int(labels[other][0])]}'), so they cannot tell whether a feature alone predicts it; the "
+            "single-feature leak check was skipped (more rows of the rare classes would let it run)")})
+    elif len(other) >= 20:  # fewer held-out rows prove nothing
         scores = _thread_map(lambda item: _single_feature_score(item[0], item[1], labels[train], labels[other],
                                                                 train, other, classes), list(_feature_codes(table)))
         for score in sorted(scores, key=lambda s: -s["score"]):

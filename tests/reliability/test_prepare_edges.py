@@ -79,3 +79,18 @@ def test_duplicate_header_names_are_renamed_with_one_warning_naming_them(tmp_pat
     assert lines[0].startswith("warning: 2 header name(s) repeat an earlier column and were renamed: 'x.1', 'x.2'")
     kinds = [item["kind"] for item in data.load_schema(out)["warnings"]]
     assert kinds.count("duplicate_names") == 1
+
+
+def test_no_leak_warning_when_the_held_out_rows_hold_one_class(tmp_path: Path, capsys):
+    rng = np.random.default_rng(0)
+    n = 3000  # 2 positives: stratification puts them in train, the held-out rows are all 'no'
+    label = np.array(["no"] * n, dtype=object)
+    label[[10, 2000]] = "yes"
+    text = "a,b,label\n" + "".join(f"{rng.normal():.4f},{rng.integers(0, 5)},{label[i]}\n" for i in range(n))
+    code, stdout, err, out = run(tmp_path, text.encode(), capsys=capsys)
+    assert code == 0, err
+    warnings = data.load_schema(out)["warnings"]
+    assert not [w for w in warnings if w["kind"] == "leak"], [w["message"] for w in warnings]
+    skipped = [w for w in warnings if w["kind"] == "leak_check_skipped"]
+    assert len(skipped) == 1 and "all hold one class of 'label' ('no')" in skipped[0]["message"]
+    assert stdout.count("cannot tell whether a feature alone predicts it") == 1
