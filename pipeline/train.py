@@ -35,10 +35,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline import (baselines, batches, checkpoint, config as config_lib, data, distributed, evaluate as scoring,
+from pipeline import (baselines, batches, checkpoint, config as config_lib, distributed, evaluate as scoring,
                       fileio, metrics, model as model_lib, optim, runtime, status as status_lib, tracking,
                       uncertainty)
 from pipeline.checkpoint import TrainingState
+from pipeline.data import store as data  # the processed splits only: no pandas on the training path
 from pipeline.errors import CheckpointError, ConfigError, PipelineError
 from pipeline.record import RunRecord, read_record
 from pipeline.system import SystemSampler

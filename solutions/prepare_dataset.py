@@ -21,11 +21,19 @@ MAX_LEVELS = 50
 
 
 def column_list(text: str) -> list[str]:
-    """'a, b' -> ['a', 'b'] (names as in the CSV header, surrounding spaces ignored)."""
+    """'a, b' -> ['a', 'b'] (names as in the CSV header, surrounding spaces ignored). A name that holds a comma
+    goes to --drop-column / --categorical-column instead, which take it whole."""
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
         raise argparse.ArgumentTypeError(f"expected column names separated by commas, got {text!r}")
     return names
+
+
+def column_name(text: str) -> str:
+    """One column name as typed, commas included ('price, EUR'); surrounding spaces ignored as in `column_list`."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a column name, got an empty one")
+    return text.strip()
 
 
 def positive_int(text: str) -> int:
@@ -59,9 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=42, help="seeds the splits: the same seed gives the same rows (default 42)")
     parser.add_argument("--drop", type=column_list, action="extend", default=[], metavar="COL[,COL...]",
                         help="columns to leave out (e.g. an ID or a value only known after the outcome); repeatable")
+    parser.add_argument("--drop-column", dest="drop", type=column_name, action="append", metavar="NAME",
+                        help="one column to leave out, its name taken whole (for a name with a comma); repeatable")
     parser.add_argument("--categorical", type=column_list, action="extend", default=[], metavar="COL[,COL...]",
                         help="columns to one-hot encode although they hold numbers (integer codes: school, product "
                              "type); repeatable")
+    parser.add_argument("--categorical-column", dest="categorical", type=column_name, action="append",
+                        metavar="NAME", help="one categorical column, its name taken whole (for a name with a "
+                                             "comma); repeatable")
     parser.add_argument("--max-levels", type=positive_int, default=MAX_LEVELS, metavar="N",
                         help=f"one-hot columns per categorical feature at most; rarer levels encode as all zeros "
                              f"(default {MAX_LEVELS})")
