@@ -44,7 +44,8 @@ class RunRecord:
         s, schema = self.state, self.schema
         best = None
         if s.best_epoch is not None:
-            best = {"epoch": s.best_epoch, "metric": self.monitor_metric, "value": s.best_value}
+            best = {"epoch": s.best_epoch, "metric": self.monitor_metric, "value": s.best_value,
+                    "values": best_values(s.history, s.best_epoch)}
         system = dict(self.system_summary())
         if s.history:
             data_s = sum(h.get("data_seconds", 0.0) for h in s.history)
@@ -82,6 +83,18 @@ class RunRecord:
         self.ended_at = runtime.now()
         self.message = message
         self.write()
+
+
+def best_values(history: list[dict[str, Any]], best_epoch: int | None) -> dict[str, Any]:
+    """The best epoch's validation scores under `best_` names ({"best_epoch": 3, "best_val_loss": ...,
+    "best_val_<m>": ...}): what the engine keeps and exports, so a search for the best run finds it. {} before
+    the first epoch that counted."""
+    if best_epoch is None:
+        return {}
+    entry = next((h for h in history if h.get("epoch") == best_epoch), {})
+    return {"best_epoch": best_epoch, **{f"best_{k}": v for k, v in entry.items()
+                                         if k.startswith("val_") and isinstance(v, (int, float))
+                                         and not isinstance(v, bool)}}
 
 
 def read_record(save_dir: Path) -> dict[str, Any] | None:

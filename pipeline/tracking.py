@@ -2,7 +2,7 @@
 
 Every sink has the same three methods, so the training loop never knows who is listening:
 
-    log_dict(metrics, step, kind)   kind: "step" | "epoch" | "system" | "test"
+    log_dict(metrics, step, kind)   kind: "step" | "epoch" | "system" | "test" | "best"
     log_event(record)               run metadata and status changes (a dict with a "type"); ignore what you don't use
     close(status)                   status: completed | early_stopped | failed | interrupted
 
@@ -14,7 +14,8 @@ What a sink receives, in order:
 - `log_dict(..., "step")` every --log-every batches (loss, lr, epoch); `log_dict(..., "epoch")` after each
   epoch (train_loss, val_* metrics, lr, timings); `log_dict(sample, step, "system")` for each resource sample
   (cpu_percent, ram_percent, rss_mb, ... and `gpus`: a list of per-GPU dicts; `flatten_sample` flattens it).
-- at the end of a finished run: `log_dict(test_scores, step, "test")` (the best weights on the test split),
+- at the end of a finished run: `log_dict(best, step, "best")` (`best_epoch`, `best_val_loss`, `best_val_<m>`:
+  the epoch whose weights the run keeps), `log_dict(test_scores, step, "test")` (those weights on the test split),
   `log_event({"type": "model", "path": model.safetensors, "artifacts": [[path, folder], ...], ...})`;
   `log_event({"type": "baselines", "scores": {...}})` unless --no-baselines; then
   `log_event({"type": "artifact", "path": metrics.json})`, `log_event({"type": "status", ...})`, `close`.
@@ -248,7 +249,7 @@ class MlflowSink:
     """
 
     MAX_BUFFER = 200_000
-    PREFIX = {"step": "step_", "system": "system/", "test": "test_", "epoch": ""}
+    PREFIX = {"step": "step_", "system": "system/", "test": "test_", "epoch": "", "best": ""}
 
     def __init__(self, tracking_uri: str, experiment_name: str, run_name: str, *, run_id: str | None = None,
                  params: dict[str, Any] | None = None, tags: dict[str, str] | None = None,

@@ -39,7 +39,7 @@ from pipeline import (baselines, batches, checkpoint, config as config_lib, data
                       fileio, metrics, model as model_lib, optim, runtime, status as status_lib, tracking)
 from pipeline.checkpoint import TrainingState
 from pipeline.errors import CheckpointError, ConfigError, PipelineError
-from pipeline.record import RunRecord, read_record
+from pipeline.record import RunRecord, best_values, read_record
 from pipeline.system import SystemSampler
 
 # The Python API, as it has always been reachable from here.
@@ -581,6 +581,9 @@ def finish_training(parts: optim.StepParts, checkpoints: checkpoint.Checkpointer
 
     fileio.atomic_write_bytes(save_dir / "config.yaml", yaml.safe_dump(settings, sort_keys=True).encode())
     save(checkpoints, state, tracker)  # records the final status in the checkpoint
+    best = best_values(state.history, state.best_epoch)
+    if best:  # under the names a search for the best run orders by (metrics.best_val_loss)
+        tracker.log_dict(best, state.global_step, "best")
     if test is not None:
         tracker.log_dict(tracking.numbers(test), state.global_step, "test")
     tracker.log_event({"type": "model", "path": str(save_dir / "model.safetensors"), "spec": spec,

@@ -224,3 +224,28 @@ def test_resuming_with_another_tracking_uri_starts_a_run_there_with_the_whole_hi
     assert m["run"]["mlflow"]["tracking_uri"] == second
     history = _history(MlflowClient(second), m["run"]["mlflow"]["run_id"], "val_loss")
     assert [step for step, _ in history] == [e["step"] for e in m["epochs"]]  # epochs 1-2 backfilled, 3-4 live
+
+
+def test_best_epoch_metrics_in_metrics_json_and_mlflow_under_the_same_names(penguins_dir: Path, tmp_path: Path):
+    """metrics.json's best.values and MLflow's best_* metrics are the kept epoch's scores, not the last
+    epoch's, so `search_runs(order_by=["metrics.best_val_loss"])` picks what the engine exported."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'best.db'}"
+    result = train.run(train.make_config({
+        "data_dir": penguins_dir, "save_dir": tmp_path / "s", "epochs": 6, "learning_rate": 0.2,
+        "baselines": False, "tracking_uri": uri, "experiment_name": "best"}), log=lambda m: None)
+    m = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    best = m["best"]
+    entry = next(e for e in m["epochs"] if e["epoch"] == best["epoch"])
+    val_keys = {k for k in m["epochs"][0] if k.startswith("val_")}
+    assert val_keys and set(best["values"]) == {"best_epoch"} | {f"best_{k}" for k in val_keys}
+    assert best["values"]["best_epoch"] == best["epoch"]
+    assert best["values"]["best_val_loss"] == entry["val_loss"]
+    assert all(best["values"][f"best_{k}"] == entry[k] for k in val_keys)
+    client = MlflowClient(uri)
+    run = client.get_run(result.metrics["run"]["mlflow"]["run_id"])
+    for name, value in best["values"].items():
+        assert run.data.metrics[name] == pytest.approx(value), name
+    found = client.search_runs([run.info.experiment_id], order_by=["metrics.best_val_loss ASC"])
+    assert found[0].data.metrics["best_val_loss"] == pytest.approx(min(e["val_loss"] for e in m["epochs"]))
