@@ -4,8 +4,8 @@
     record.write()                                   # status "running", with pid and host
     metrics = read_record(save_dir)                  # what a finished (or running) run wrote, or None
 
-Strict JSON (no NaN/Infinity). The format is the contract in ../shared/DESIGN.md: run, config, data,
-progress, epochs, best, test, baselines, system. Built from the training state each time, so it always says what the
+Strict JSON (no NaN/Infinity). Its sections (run, config, data, progress, epochs, best, test, baselines,
+system) are the contract described in README.md, "What a training run writes"; the monitor and the report read them. Built from the training state each time, so it always says what the
 last checkpoint says.
 """
 from __future__ import annotations

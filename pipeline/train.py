@@ -48,9 +48,7 @@ make_config = config_lib.make_config
 config_differences = config_lib.config_differences
 epoch_permutation = batches.epoch_permutation
 lr_factor = optim.lr_factor
-resolve_device = runtime.resolve_device
 resolve_amp = runtime.resolve_amp
-evaluate = scoring.evaluate
 Log = Callable[[str], None]
 
 
@@ -123,7 +121,7 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
         # finishing (its checkpoint says finished, metrics.json does not yet): then only the finish is redone
         finishing = resume is not None and resume.nothing_to_do(config.epochs)
         if finishing and record_is_final(save_dir):
-            return nothing_to_do(save_dir, resume, log)
+            return end_already_finished(save_dir, resume, log)
 
         # 3. restore, or start fresh
         if resume is None:
@@ -166,7 +164,10 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
                                           spec=spec, save_dir=save_dir, settings=settings,
                                           register_as=config.register_model, tracker=tracker, state=state)
             if config.baselines and record.test is not None:
-                record.baselines = fit_baselines(dataset, seed=config.seed, tracker=tracker)
+                record.baselines = baselines.fit_baselines(
+                    *dataset.arrays["train"], *dataset.arrays["test"], task=dataset.task,
+                    n_classes=dataset.n_outputs, seed=config.seed)
+                tracker.log_event({"type": "baselines", "scores": record.baselines})
                 log(baselines.comparison_line(record.test, record.baselines, dataset.task))
         tracker.log_event({"type": "artifact", "path": str(save_dir / "metrics.json")})
         end_tracking(status, message, state=state, record=record, tracker=tracker, sampler=sampler)
@@ -432,7 +433,8 @@ def decide_resume(save_dir: Path, resume: str, *, settings: dict[str, Any], data
     if world.main:
         try:
             found = checkpoint.find_resume(save_dir, resume, config=settings, data_fingerprint=data_fingerprint,
-                                           arrays_fingerprint=arrays_fingerprint, log=log)
+                                           arrays_fingerprint=arrays_fingerprint)
+            checkpoint.make_room(save_dir, resume, found, log=log)
         except PipelineError as exc:
             if not world.launched:
                 raise
@@ -458,7 +460,8 @@ def _quiet(message: str) -> None:
     """The log of ranks other than 0."""
 
 
-def nothing_to_do(save_dir: Path, resume: checkpoint.Resume, log: Log) -> RunResult:
+def end_already_finished(save_dir: Path, resume: checkpoint.Resume, log: Log) -> RunResult:
+    """Say why there is nothing to train (a finished run asked for no more epochs) and return its result."""
     state = resume.payload["state"]
     planned = max(resume.payload["config"].get("epochs", state["epoch"]), state["epoch"])
     log(f"nothing to do: {save_dir} already holds a {state['status'].replace('_', '-')} run of {state['epoch']} "
@@ -592,16 +595,6 @@ def finish_training(parts: optim.StepParts, checkpoints: checkpoint.Checkpointer
                                      [str(save_dir / "model.safetensors"), "model_weights"],
                                      [str(Path(settings["data_dir"]) / "schema.json"), "model_weights"]]})
     return test
-
-
-def fit_baselines(dataset: data.Dataset, *, seed: int, tracker: tracking.Tracker) -> dict[str, Any]:
-    """Boosted trees and a linear model on the same training split, scored on the same test split."""
-    X_train, y_train = dataset.arrays["train"]
-    X_test, y_test = dataset.arrays["test"]
-    scores = baselines.fit_baselines(X_train, y_train, X_test, y_test, task=dataset.task,
-                                     n_classes=dataset.n_outputs, seed=seed)
-    tracker.log_event({"type": "baselines", "scores": scores})
-    return scores
 
 
 def export_model(path: Path, net: nn.Module, *, spec: dict[str, Any], schema: dict[str, Any]) -> None:
