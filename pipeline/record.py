@@ -17,6 +17,7 @@ from typing import Any
 
 from pipeline import fileio, runtime, tracking
 from pipeline.checkpoint import TrainingState
+from pipeline.rundir import RunDir
 
 SCHEMA_VERSION = 1
 
@@ -28,7 +29,7 @@ class RunRecord:
                  state: TrainingState, device: str, amp: str, monitor_metric: str,
                  tracking_info: Callable[[], dict[str, Any]], system_summary: Callable[[], dict[str, Any]],
                  world_size: int = 1, enabled: bool = True):
-        self.path = Path(save_dir) / "metrics.json"
+        self.path = RunDir(save_dir).metrics
         self.config, self.schema, self.n_features, self.state = config, schema, n_features, state
         self.device, self.amp, self.monitor_metric = device, amp, monitor_metric
         self.tracking_info, self.system_summary = tracking_info, system_summary
@@ -99,4 +100,4 @@ def best_values(history: list[dict[str, Any]], best_epoch: int | None) -> dict[s
 
 def read_record(save_dir: Path) -> dict[str, Any] | None:
     """The `metrics.json` a run wrote in `save_dir`, or None when there is none (yet)."""
-    return fileio.read_json(Path(save_dir) / "metrics.json")
+    return fileio.read_json(RunDir(save_dir).metrics)
