@@ -9,7 +9,8 @@ a torn or bit-flipped file is detected and skipped for the previous valid one, n
 What a checkpoint holds is written by `Checkpointer.save` and read back by `Checkpointer.restore`, side by
 side below: the model, optimizer, scheduler and scaler states, the RNG states, the `TrainingState`, and the
 run's identity (its resolved settings, the data fingerprint, the model spec). `find_resume` decides, before
-anything is written, whether a run continues and from which file, and refuses one whose settings differ.
+anything is written, whether a run continues and from which file, and refuses one whose settings differ;
+`make_room` then acts on that decision (the only function here that removes files from an earlier run).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from typing import Any
 
 import torch
 
-from pipeline import config as config_lib, fileio
+from pipeline import config as config_lib, fileio, status as status_lib
 from pipeline.errors import CheckpointError
 from pipeline.rundir import RunDir
 from pipeline.optim import StepParts
@@ -134,7 +135,7 @@ class TrainingState:
     shard_partials: list[list[float]] = field(default_factory=list)  # under torchrun: each rank's partial sums
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed: list[dict[str, Any]] = field(default_factory=list)
-    status: str = "running"
+    status: str = status_lib.RUNNING
     started_at: str = ""
     mlflow_run_id: str | None = None
     run_name: str = ""
@@ -215,7 +216,7 @@ class Resume:
 
     @property
     def finished(self) -> bool:
-        return self.payload["state"]["status"] in ("completed", "early_stopped")
+        return self.payload["state"]["status"] in status_lib.FINISHED
 
     def nothing_to_do(self, epochs: int) -> bool:
         """A finished run asked for no more epochs than it was started with (or reached)."""
@@ -236,25 +237,18 @@ def arrays_sha256(arrays: dict[str, tuple[Any, Any]]) -> str:
 
 
 def find_resume(save_dir: Path, resume: str, *, config: dict[str, Any], data_fingerprint: str,
-                log: Callable[[str], None], arrays_fingerprint: str | None = None) -> Resume | None:
-    """Which checkpoint the run continues from (None: a fresh start), decided before anything is written.
+                arrays_fingerprint: str | None = None) -> Resume | None:
+    """Which checkpoint the run continues from (None: a fresh start), decided before anything is written
+    (`make_room` then acts on the decision).
 
-    `resume`: auto (the newest valid checkpoint in `save_dir`, if any), never (clear this pipeline's earlier
-    outputs there) or a checkpoint path. A checkpoint whose settings or data differ is refused, listing what
-    differs."""
+    `resume`: auto (the newest valid checkpoint in `save_dir`, if any), never (a fresh start) or a checkpoint
+    path. A checkpoint whose settings or data differ is refused, listing what differs."""
     save_dir = Path(save_dir)
-    remove_stale_temporaries(save_dir)
     if resume == "never":
-        clear_run_outputs(save_dir)
         return None
     if resume == "auto":
         found = latest_valid(save_dir)
         if found is None:
-            if RunDir(save_dir).has_earlier_run():
-                # an earlier run stopped before its first checkpoint: nothing to continue, and its partial logs
-                # must not mix with this run's
-                log(f"{save_dir}: an earlier run left no checkpoint; starting afresh")
-                clear_run_outputs(save_dir)
             return None
         path, payload = found
     else:
@@ -271,6 +265,22 @@ def find_resume(save_dir: Path, resume: str, *, config: dict[str, Any], data_fin
                               f"{config.get('data_dir')} (data fingerprint differs); "
                               "use a new --save-dir or --resume never")
     return Resume(path, payload)
+
+
+def make_room(save_dir: Path, resume: str, found: Resume | None, *, log: Callable[[str], None]) -> None:
+    """Act on `find_resume`'s decision (call it holding the save-dir lock): remove the temporaries a killed
+    run left half-written and, for a fresh start, this pipeline's earlier outputs: all of them under
+    --resume never, or those of an earlier run that stopped before its first checkpoint (nothing to
+    continue, and its partial logs must not mix with this run's)."""
+    save_dir = Path(save_dir)
+    remove_stale_temporaries(save_dir)
+    if found is not None:
+        return
+    if resume == "never":
+        clear_run_outputs(save_dir)
+    elif resume == "auto" and RunDir(save_dir).has_earlier_run():
+        log(f"{save_dir}: an earlier run left no checkpoint; starting afresh")
+        clear_run_outputs(save_dir)
 
 
 def remove_stale_temporaries(save_dir: Path) -> list[Path]:

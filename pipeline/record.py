@@ -17,6 +17,7 @@ from typing import Any
 
 from pipeline import fileio, runtime, tracking
 from pipeline.checkpoint import TrainingState
+from pipeline.rundir import RunDir
 
 SCHEMA_VERSION = 1
 
@@ -28,7 +29,7 @@ class RunRecord:
                  state: TrainingState, device: str, amp: str, monitor_metric: str,
                  tracking_info: Callable[[], dict[str, Any]], system_summary: Callable[[], dict[str, Any]],
                  world_size: int = 1, enabled: bool = True):
-        self.path = Path(save_dir) / "metrics.json"
+        self.path = RunDir(save_dir).metrics
         self.config, self.schema, self.n_features, self.state = config, schema, n_features, state
         self.device, self.amp, self.monitor_metric = device, amp, monitor_metric
         self.tracking_info, self.system_summary = tracking_info, system_summary
@@ -91,15 +92,18 @@ class RunRecord:
         self.write()
 
 
-def best_values(history: list[dict[str, Any]], epoch: int) -> dict[str, Any]:
-    """The best epoch's scores as `best_*` names (best_epoch, best_val_loss, best_val_<metric>, best_train_loss):
-    what the engine kept and exported, for ranking runs (MLflow gets the same names)."""
-    entry = next((h for h in history if h.get("epoch") == epoch), {})
-    scores = {f"best_{k}": v for k, v in entry.items()
-              if (k.startswith("val_") or k == "train_loss") and isinstance(v, (int, float))}
-    return {"best_epoch": epoch, **scores}
+def best_values(history: list[dict[str, Any]], best_epoch: int | None) -> dict[str, Any]:
+    """The best epoch's validation scores under `best_` names ({"best_epoch": 3, "best_val_loss": ...,
+    "best_val_<m>": ...}): what the engine keeps and exports, so a search for the best run finds it. {} before
+    the first epoch that counted."""
+    if best_epoch is None:
+        return {}
+    entry = next((h for h in history if h.get("epoch") == best_epoch), {})
+    return {"best_epoch": best_epoch, **{f"best_{k}": v for k, v in entry.items()
+                                         if k.startswith("val_") and isinstance(v, (int, float))
+                                         and not isinstance(v, bool)}}
 
 
 def read_record(save_dir: Path) -> dict[str, Any] | None:
     """The `metrics.json` a run wrote in `save_dir`, or None when there is none (yet)."""
-    return fileio.read_json(Path(save_dir) / "metrics.json")
+    return fileio.read_json(RunDir(save_dir).metrics)

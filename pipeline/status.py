@@ -22,22 +22,25 @@ class Status:
     monitor_exit: int | None   # None: the monitor is still following
 
 
+RUNNING, COMPLETED, EARLY_STOPPED, FAILED, INTERRUPTED, LOST = (
+    "running", "completed", "early_stopped", "failed", "interrupted", "lost")
+
 STATUSES = {s.name: s for s in (
-    Status("running", "training is under way (or its process died before it could say otherwise)", None, None),
-    Status("completed", "every epoch ran", 0, 0),
-    Status("early_stopped", "the monitored metric stopped improving for --early-stopping-patience epochs", 0, 0),
-    Status("failed", "training could not go on (e.g. a non-finite loss); the last good checkpoint is kept", 1, 1),
-    Status("interrupted", "SIGINT or SIGTERM: the state was saved; the same command continues it", 130, 3),
-    Status("lost", "the process is gone without a final status (killed or crashed); seen by the monitor only",
+    Status(RUNNING, "training is under way (or its process died before it could say otherwise)", None, None),
+    Status(COMPLETED, "every epoch ran", 0, 0),
+    Status(EARLY_STOPPED, "the monitored metric stopped improving for --early-stopping-patience epochs", 0, 0),
+    Status(FAILED, "training could not go on (e.g. a non-finite loss); the last good checkpoint is kept", 1, 1),
+    Status(INTERRUPTED, "SIGINT or SIGTERM: the state was saved; the same command continues it", 130, 3),
+    Status(LOST, "the process is gone without a final status (killed or crashed); seen by the monitor only",
            None, 4),
 )}
-FINISHED = ("completed", "early_stopped")                 # a run that may be continued by raising --epochs
-TERMINAL = ("completed", "early_stopped", "failed", "interrupted", "lost")
+FINISHED = (COMPLETED, EARLY_STOPPED)                 # a run that may be continued by raising --epochs
+TERMINAL = (COMPLETED, EARLY_STOPPED, FAILED, INTERRUPTED, LOST)
 
 
 def trainer_exit_code(status: str, signum: int | None = None) -> int:
     """The trainer's exit code: 128 + the signal for an interrupted run (SIGINT when unknown)."""
-    if status == "interrupted":
+    if status == INTERRUPTED:
         return 128 + int(signum or signal.SIGINT)
     code = STATUSES[status].trainer_exit
     if code is None:

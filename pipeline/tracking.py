@@ -2,9 +2,9 @@
 
 Every sink has the same three methods, so the training loop never knows who is listening:
 
-    log_dict(metrics, step, kind)   kind: "step" | "epoch" | "system" | "test"
+    log_dict(metrics, step, kind)   kind: "step" | "epoch" | "system" | "test" | "best"
     log_event(record)               run metadata and status changes (a dict with a "type"); ignore what you don't use
-    close(status)                   status: completed | early_stopped | failed | interrupted
+    close(status)                   status: completed | early_stopped | failed | interrupted (pipeline.status)
 
 What a sink receives, in order:
 - `log_event({"type": "run", ...})` once at the start (and at each resume): pid, host, epochs, steps per
@@ -14,12 +14,14 @@ What a sink receives, in order:
 - `log_dict(..., "step")` every --log-every batches (loss, lr, epoch); `log_dict(..., "epoch")` after each
   epoch (train_loss, val_* metrics, lr, timings); `log_dict(sample, step, "system")` for each resource sample
   (cpu_percent, ram_percent, rss_mb, ... and `gpus`: a list of per-GPU dicts; `flatten_sample` flattens it).
-- at the end of a finished run: `log_dict(test_scores, step, "test")` (the best weights on the test split),
+- at the end of a finished run: `log_dict(best, step, "best")` (`best_epoch`, `best_val_loss`, `best_val_<m>`:
+  the epoch whose weights the run keeps), `log_dict(test_scores, step, "test")` (those weights on the test split),
   `log_event({"type": "model", "path": model.safetensors, "artifacts": [[path, folder], ...], ...})`;
   `log_event({"type": "baselines", "scores": {...}})` unless --no-baselines; then
   `log_event({"type": "artifact", "path": metrics.json})`, `log_event({"type": "status", ...})`, `close`.
-Every value is plain JSON. A sink may also offer `info() -> dict` (MLflow's run id, for instance); the run
-record shows what sinks say there.
+Every value is plain JSON. A sink may also offer the Protocol's optional fourth method, `info() -> dict`
+(MLflow's run id, for instance); the run record shows what sinks say there. The run event carries `hparams`
+too: the settings that identify the run (those a resume may change, such as `epochs`, left out).
 
 `Tracker` fans a call out to all sinks and keeps one failing sink from stopping training; `open_tracker`
 builds the sinks a run asks for. The MLflow sink does its network work on a background thread with short
@@ -40,17 +42,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipeline import fileio
+from pipeline import fileio, rundir, status as status_lib
 
 # MLflow run statuses for our run statuses
-MLFLOW_STATUS = {"completed": "FINISHED", "early_stopped": "FINISHED", "failed": "FAILED",
-                 "interrupted": "KILLED", "running": "RUNNING"}
+MLFLOW_STATUS = {status_lib.COMPLETED: "FINISHED", status_lib.EARLY_STOPPED: "FINISHED", status_lib.FAILED: "FAILED",
+                 status_lib.INTERRUPTED: "KILLED", status_lib.RUNNING: "RUNNING"}
 
 
 class Sink(Protocol):
     def log_dict(self, metrics: dict[str, Any], step: int, kind: str) -> None: ...
     def log_event(self, record: dict[str, Any]) -> None: ...
     def close(self, status: str) -> None: ...
+
+    def info(self) -> dict[str, Any]:
+        """Optional: what the sink says about itself for the run record (MLflow: its run id). A sink that
+        does not define it says nothing."""
+        return {}
 
 
 class Tracker:
@@ -142,8 +149,8 @@ class JsonlSink:
     def __init__(self, log_dir: Path, flush_every: int = 50):
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.metrics_path = self.log_dir / "metrics.jsonl"
-        self.system_path = self.log_dir / "system.jsonl"
+        self.metrics_path = self.log_dir / rundir.METRICS_LOG
+        self.system_path = self.log_dir / rundir.SYSTEM_LOG
         self.flush_every = flush_every
         self._buffer: list[dict[str, Any]] = []
 
@@ -174,7 +181,7 @@ class JsonlSink:
         """On resume: drop step/epoch records after `step` (they will be produced again), keep events.
 
         Rewritten atomically, so the file never holds a step twice."""
-        path = Path(log_dir) / "metrics.jsonl"
+        path = Path(log_dir) / rundir.METRICS_LOG
         if not path.exists():
             return
         kept = [r for r in fileio.read_jsonl(path)
@@ -210,13 +217,11 @@ class TensorBoardSink:
             self.writer.flush()
 
     def log_event(self, record: dict[str, Any]) -> None:
-        if record.get("type") == "run":
-            from pipeline.config import RESUMABLE_KEYS
-
-            self._hparams = {k: v for k, v in (record.get("config") or {}).items() if k not in RESUMABLE_KEYS}
+        if record.get("type") == "run":  # the engine sends the settings without those a resume may change
+            self._hparams = dict(record.get("hparams") or record.get("config") or {})
 
     def close(self, status: str) -> None:
-        if status in ("completed", "early_stopped") and self._hparams:
+        if status in status_lib.FINISHED and self._hparams:
             clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in self._hparams.items()
                      if v is not None}
             self.writer.add_hparams(clean, {f"hparam/{k}": v for k, v in self._test.items()}, run_name="hparams")
@@ -248,7 +253,7 @@ class MlflowSink:
     """
 
     MAX_BUFFER = 200_000
-    PREFIX = {"step": "step_", "system": "system/", "test": "test_", "epoch": ""}
+    PREFIX = {"step": "step_", "system": "system/", "test": "test_", "epoch": "", "best": ""}
 
     def __init__(self, tracking_uri: str, experiment_name: str, run_name: str, *, run_id: str | None = None,
                  params: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
@@ -364,7 +369,7 @@ class MlflowSink:
         from mlflow.entities import Metric
 
         wanted: dict[str, dict[int, tuple[float, int]]] = {}
-        for record in fileio.read_jsonl(log_dir / "metrics.jsonl"):
+        for record in fileio.read_jsonl(log_dir / rundir.METRICS_LOG):
             kind, step = record.get("type"), record.get("step")
             if kind not in ("step", "epoch") or not isinstance(step, int) or step > upto:
                 continue

@@ -41,7 +41,8 @@ from pipeline import (baselines, batches, checkpoint, config as config_lib, dist
 from pipeline.checkpoint import TrainingState
 from pipeline.data import store as data  # the processed splits only: no pandas on the training path
 from pipeline.errors import CheckpointError, ConfigError, PipelineError
-from pipeline.record import RunRecord, read_record
+from pipeline.record import RunRecord, best_values, read_record
+from pipeline.rundir import RunDir
 from pipeline.system import SystemSampler
 
 # The Python API, as it has always been reachable from here.
@@ -123,7 +124,7 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
         # finishing (its checkpoint says finished, metrics.json does not yet): then only the finish is redone
         finishing = resume is not None and resume.nothing_to_do(config.epochs)
         if finishing and record_is_final(save_dir):
-            return result_of_finished_run(save_dir, resume, log)
+            return end_already_finished(save_dir, resume, log)
 
         # 3. restore, or start fresh
         if resume is None:
@@ -154,7 +155,7 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
                     log_every=config.log_every, progress=world.main and runtime.progress_enabled(config.progress),
                     world=world, log=log)
             except BaseException as exc:
-                crashed = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+                crashed = status_lib.INTERRUPTED if isinstance(exc, KeyboardInterrupt) else status_lib.FAILED
                 end_tracking(crashed, f"{type(exc).__name__}: {exc}", state=state, record=record, tracker=tracker,
                              sampler=sampler)
                 raise
@@ -168,13 +169,13 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
                                                    tracker=tracker, state=state)
             best = record.build()["best"]
             if best is not None:  # best_epoch, best_val_loss, ...: rank runs by what the engine kept
-                tracker.log_dict({k[len("best_"):]: v for k, v in best["values"].items()}, state.global_step, "best")
+                tracker.log_dict(best["values"], state.global_step, "best")
             if record.test is not None:
                 judge_test_scores(record, dataset, outputs, seed=config.seed, with_baselines=config.baselines,
                                   tracker=tracker, step=state.global_step, log=log)
-        tracker.log_event({"type": "artifact", "path": str(save_dir / "metrics.json")})
+        tracker.log_event({"type": "artifact", "path": str(RunDir(save_dir).metrics)})
         end_tracking(status, message, state=state, record=record, tracker=tracker, sampler=sampler)
-        if state.mlflow_run_id != mlflow_run_id(tracker) and status != "failed":
+        if state.mlflow_run_id != mlflow_run_id(tracker) and status != status_lib.FAILED:
             save(checkpoints, state, tracker)  # the server answered after the last save: a resume re-attaches
         log(f"{status.replace('_', '-')}: {message}" if message else status.replace("_", "-"))
         return RunResult(status, status_lib.trainer_exit_code(status, interrupt.signum), save_dir, record.build())
@@ -197,7 +198,7 @@ def fit(parts: optim.StepParts, train_batches: batches.Batches, state: TrainingS
                                  task=task, target_scale=target_scale, log_every=log_every, tracker=tracker,
                                  interrupt=interrupt, progress=progress, world=world)
         if totals.non_finite is not None:
-            return "failed", non_finite_message(totals.non_finite, epoch, state.global_step)
+            return status_lib.FAILED, non_finite_message(totals.non_finite, epoch, state.global_step)
 
         stop = None
         if totals.finished:
@@ -206,11 +207,11 @@ def fit(parts: optim.StepParts, train_batches: batches.Batches, state: TrainingS
             entry: dict[str, Any] = {"epoch": epoch + 1, "step": state.global_step,
                                      "train_loss": loss_sum / max(1, samples)}
             if not math.isfinite(entry["train_loss"]):
-                return "failed", non_finite_message(entry["train_loss"], epoch, state.global_step)
+                return status_lib.FAILED, non_finite_message(entry["train_loss"], epoch, state.global_step)
             val = distributed.from_main(world, validate(parts.net) if world.main else None)
             if val:
                 if not math.isfinite(val["loss"]):
-                    return "failed", non_finite_message(val["loss"], epoch, state.global_step)
+                    return status_lib.FAILED, non_finite_message(val["loss"], epoch, state.global_step)
                 entry.update({f"val_{k}": v for k, v in val.items()})
             entry.update(timings(totals, lr=parts.optimizer.param_groups[0]["lr"], samples=samples))
             if isinstance(parts.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -224,14 +225,14 @@ def fit(parts: optim.StepParts, train_batches: batches.Batches, state: TrainingS
             if improved:
                 save(checkpoints, state, tracker, "best")
             if patience > 0 and state.bad_epochs >= patience:
-                stop = "early_stopped"
+                stop = status_lib.EARLY_STOPPED
 
         # --- interrupted? (the flag is read once: a later signal is handled at the next step boundary; under
         #     torchrun the ranks agree first, so a signal one rank got since the last step stops them all here)
         if world.launched:
             interrupt.signum, _ = distributed.agree(world, interrupt.received, False)
         if stop is None and interrupt.signum is not None:
-            stop = "interrupted"
+            stop = status_lib.INTERRUPTED
 
         # --- checkpoint (a mid-epoch one keeps every rank's partial sums, for an exact resume)
         if not totals.finished and world.launched:
@@ -241,14 +242,14 @@ def fit(parts: optim.StepParts, train_batches: batches.Batches, state: TrainingS
         if stop is not None or state.epoch % checkpoint_every == 0 or state.epoch == epochs:
             save(checkpoints, state, tracker)
         record.write()
-        if stop == "early_stopped":
+        if stop == status_lib.EARLY_STOPPED:
             return stop, (f"no improvement in {monitor_metric} for {state.bad_epochs} epochs; best was "
                           f"epoch {state.best_epoch} ({state.best_value:.6g})")
-        if stop == "interrupted":
+        if stop == status_lib.INTERRUPTED:
             where = f"after epoch {epoch + 1}" if totals.finished else f"at epoch {epoch + 1}, step {state.global_step}"
             return stop, (f"{interrupt.name} {where}; state saved to last.pt: run the same command again to "
                           "continue")
-    return "completed", f"{epochs} epochs; best {monitor_metric} {state.best_value:.6g} at epoch {state.best_epoch}"
+    return status_lib.COMPLETED, f"{epochs} epochs; best {monitor_metric} {state.best_value:.6g} at epoch {state.best_epoch}"
 
 
 @dataclass
@@ -436,7 +437,8 @@ def decide_resume(save_dir: Path, resume: str, *, settings: dict[str, Any], data
     if world.main:
         try:
             found = checkpoint.find_resume(save_dir, resume, config=settings, data_fingerprint=data_fingerprint,
-                                           arrays_fingerprint=arrays_fingerprint, log=log)
+                                           arrays_fingerprint=arrays_fingerprint)
+            checkpoint.make_room(save_dir, resume, found, log=log)
         except PipelineError as exc:
             if not world.launched:
                 raise
@@ -462,8 +464,8 @@ def _quiet(message: str) -> None:
     """The log of ranks other than 0."""
 
 
-def result_of_finished_run(save_dir: Path, resume: checkpoint.Resume, log: Log) -> RunResult:
-    """The same command on a finished run: say so, train nothing, and return what the run recorded."""
+def end_already_finished(save_dir: Path, resume: checkpoint.Resume, log: Log) -> RunResult:
+    """Say why there is nothing to train (a finished run asked for no more epochs) and return its result."""
     state = resume.payload["state"]
     planned = max(resume.payload["config"].get("epochs", state["epoch"]), state["epoch"])
     log(f"nothing to do: {save_dir} already holds a {state['status'].replace('_', '-')} run of {state['epoch']} "
@@ -481,7 +483,7 @@ def continue_state(state: TrainingState, resume: checkpoint.Resume, log: Log, *,
         state.epoch_loss_sum, state.epoch_samples = loss_sum, int(samples)
     if resume.finished:
         state.bad_epochs = 0  # continuing past an early stop: give the new epochs a fresh patience
-    state.status = "running"
+    state.status = status_lib.RUNNING
     state.resumed.append({"time": runtime.now(), "checkpoint": str(resume.path), "epoch": state.epoch,
                           "step": state.global_step, "step_in_epoch": state.step_in_epoch})
     log(f"resuming from {resume.path} at epoch {state.epoch + 1}, step {state.global_step}")
@@ -497,7 +499,7 @@ def open_tracking(config: TrainConfig, *, save_dir: Path, state: TrainingState, 
     of logs and one MLflow run per training run, however many processes."""
     if world.main:
         tracker = tracking.open_tracker(
-            save_dir / "logs", resume_step=state.global_step if resumed else None, tensorboard=config.tensorboard,
+            RunDir(save_dir).logs, resume_step=state.global_step if resumed else None, tensorboard=config.tensorboard,
             mlflow=config.mlflow, tracking_uri=config.tracking_uri, experiment_name=config.experiment_name,
             run_name=state.run_name, mlflow_run_id=state.mlflow_run_id,
             tags={"pipeline.save_dir": str(save_dir.resolve()), "pipeline.task": dataset.task}, extra=sinks)
@@ -510,11 +512,12 @@ def open_tracking(config: TrainConfig, *, save_dir: Path, state: TrainingState, 
                        system_summary=lambda: dict(sampler.summary) if sampler is not None else {},
                        world_size=world.size, enabled=world.main)
     record.write()
-    tracker.log_event({"type": "run", "status": "running", "pid": os.getpid(), "host": tracking.host_name(),
+    tracker.log_event({"type": "run", "status": status_lib.RUNNING, "pid": os.getpid(), "host": tracking.host_name(),
                        "run_name": state.run_name, "epochs": config.epochs, "steps_per_epoch": steps_per_epoch,
                        "start_epoch": state.epoch, "start_step": state.global_step, "device": settings["resolved_device"],
                        "task": dataset.task, "monitor_metric": monitor_metric, "resumed": resumed, "config": settings,
-                       "world_size": world.size, "logs": str(save_dir / "logs")})
+                       "hparams": {k: v for k, v in settings.items() if k not in config_lib.RESUMABLE_KEYS},
+                       "world_size": world.size, "logs": str(RunDir(save_dir).logs)})
     return tracker, sampler, record
 
 
@@ -576,6 +579,7 @@ def finish_training(parts: optim.StepParts, checkpoints: checkpoint.Checkpointer
     best = checkpoints.best_weights()
     if best is not None:
         best_net.load_state_dict(best)
+    run_dir = RunDir(save_dir)
     X_test, y_test = dataset.arrays["test"]
     test, outputs = None, None
     if X_test.shape[0]:
@@ -584,15 +588,15 @@ def finish_training(parts: optim.StepParts, checkpoints: checkpoint.Checkpointer
                                 detailed=True, classes=dataset.schema["classes"])
         outputs = scoring.test_outputs(best_net, X_test, task=dataset.task, device=device, amp=parts.amp,
                                        target_scale=target_scale, target_range=spec.get("target_range"))
-    export_model(save_dir / "model.safetensors", best_net, spec=spec, schema=dataset.schema)
+    export_model(run_dir.model, best_net, spec=spec, schema=dataset.schema)
     import yaml
 
-    fileio.atomic_write_bytes(save_dir / "config.yaml", yaml.safe_dump(settings, sort_keys=True).encode())
+    fileio.atomic_write_bytes(run_dir.config, yaml.safe_dump(settings, sort_keys=True).encode())
     save(checkpoints, state, tracker)  # records the final status in the checkpoint
-    tracker.log_event({"type": "model", "path": str(save_dir / "model.safetensors"), "spec": spec,
+    tracker.log_event({"type": "model", "path": str(run_dir.model), "spec": spec,
                        "data_dir": str(Path(settings["data_dir"]).resolve()), "register_as": register_as,
-                       "artifacts": [[str(save_dir / "config.yaml"), None],
-                                     [str(save_dir / "model.safetensors"), "model_weights"],
+                       "artifacts": [[str(run_dir.config), None],
+                                     [str(run_dir.model), "model_weights"],
                                      [str(Path(settings["data_dir"]) / "schema.json"), "model_weights"]]})
     return test, outputs
 

@@ -260,3 +260,26 @@ def test_best_metrics_rank_runs_by_what_the_engine_kept(penguins_dir: Path, tmp_
                                                                                 for r in found]}
     assert list(runs["run_id"]) == sorted(best, key=best.get)
     assert list(runs["metrics.best_val_loss"]) == pytest.approx(sorted(best.values()))
+def test_best_epoch_metrics_in_metrics_json_and_mlflow_under_the_same_names(penguins_dir: Path, tmp_path: Path):
+    """metrics.json's best.values and MLflow's best_* metrics are the kept epoch's scores, not the last
+    epoch's, so `search_runs(order_by=["metrics.best_val_loss"])` picks what the engine exported."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'best.db'}"
+    result = train.run(train.make_config({
+        "data_dir": penguins_dir, "save_dir": tmp_path / "s", "epochs": 6, "learning_rate": 0.2,
+        "baselines": False, "tracking_uri": uri, "experiment_name": "best"}), log=lambda m: None)
+    m = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    best = m["best"]
+    entry = next(e for e in m["epochs"] if e["epoch"] == best["epoch"])
+    val_keys = {k for k in m["epochs"][0] if k.startswith("val_")}
+    assert val_keys and set(best["values"]) == {"best_epoch"} | {f"best_{k}" for k in val_keys}
+    assert best["values"]["best_epoch"] == best["epoch"]
+    assert best["values"]["best_val_loss"] == entry["val_loss"]
+    assert all(best["values"][f"best_{k}"] == entry[k] for k in val_keys)
+    client = MlflowClient(uri)
+    run = client.get_run(result.metrics["run"]["mlflow"]["run_id"])
+    for name, value in best["values"].items():
+        assert run.data.metrics[name] == pytest.approx(value), name
+    found = client.search_runs([run.info.experiment_id], order_by=["metrics.best_val_loss ASC"])
+    assert found[0].data.metrics["best_val_loss"] == pytest.approx(min(e["val_loss"] for e in m["epochs"]))
