@@ -40,7 +40,15 @@ def evaluate(model: nn.Module, X: np.ndarray, y: np.ndarray, *, task: str, loss_
     predictions are clipped to `target_range` ([low, high] in the target's units) when it is given."""
     if X.shape[0] == 0:
         return {}
-    out = torch.from_numpy(predict_arrays(model, X, device=device, amp=amp))
+    return score_outputs(predict_arrays(model, X, device=device, amp=amp), y, task=task, loss_fn=loss_fn,
+                         target_scale=target_scale, target_range=target_range, detailed=detailed, classes=classes)
+
+
+def score_outputs(raw: np.ndarray, y: np.ndarray, *, task: str, loss_fn: nn.Module,
+                  target_scale: tuple[float, float], target_range: list[float] | None = None, detailed: bool = False,
+                  classes: list[str] | None = None) -> dict[str, Any]:
+    """`evaluate` on outputs already computed (`predict_arrays`): the finish scores and bootstraps one pass."""
+    out = torch.from_numpy(raw)
     loss_fn = copy.deepcopy(loss_fn).cpu()  # a CPU copy: the training loss (and its class weights) stays put
     if task == "classification":
         target = torch.from_numpy(np.asarray(y)).long()
@@ -55,8 +63,7 @@ def evaluate(model: nn.Module, X: np.ndarray, y: np.ndarray, *, task: str, loss_
             result["calibration"] = metrics.calibration(np.asarray(y), probabilities)
         return result
     mean, std = target_scale
-    if target_range is not None:
-        out = out.clamp((target_range[0] - mean) / std, (target_range[1] - mean) / std)
+    out = _clipped(out, target_scale, target_range)
     scaled = (torch.from_numpy(np.asarray(y, dtype=np.float32)) - mean) / std
     loss = float(loss_fn(out[:, 0], scaled))
     predicted = out[:, 0].numpy() * std + mean
@@ -67,17 +74,23 @@ def evaluate(model: nn.Module, X: np.ndarray, y: np.ndarray, *, task: str, loss_
     return result
 
 
-def test_outputs(model: nn.Module, X: np.ndarray, *, task: str, device: torch.device, amp: torch.dtype | None,
-                 target_scale: tuple[float, float], target_range: list[float] | None = None) -> np.ndarray:
-    """What the bootstrap resamples: class probabilities (rows, classes), or predictions (rows,) in the target's
-    units, clipped as `evaluate` clips them."""
-    out = torch.from_numpy(predict_arrays(model, X, device=device, amp=amp))
+def test_outputs(raw: np.ndarray, *, task: str, target_scale: tuple[float, float],
+                 target_range: list[float] | None = None) -> np.ndarray:
+    """What the bootstrap resamples, from `predict_arrays`' raw outputs: class probabilities (rows, classes), or
+    predictions (rows,) in the target's units, clipped as `score_outputs` clips them."""
+    out = torch.from_numpy(raw)
     if task == "classification":
         return torch.softmax(out, dim=1).numpy()
     mean, std = target_scale
-    if target_range is not None:
-        out = out.clamp((target_range[0] - mean) / std, (target_range[1] - mean) / std)
-    return out[:, 0].numpy().astype(np.float64) * std + mean
+    return _clipped(out, target_scale, target_range)[:, 0].numpy().astype(np.float64) * std + mean
+
+
+def _clipped(out: torch.Tensor, target_scale: tuple[float, float], target_range: list[float] | None) -> torch.Tensor:
+    """Standardised regression outputs clipped to `target_range` (given in the target's units), when given."""
+    if target_range is None:
+        return out
+    mean, std = target_scale
+    return out.clamp((target_range[0] - mean) / std, (target_range[1] - mean) / std)
 
 
 def roc_curves(y: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict[str, Any]:

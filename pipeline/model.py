@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import importlib.util
 import inspect
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path

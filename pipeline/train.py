@@ -167,9 +167,9 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
                                                    target_scale=target_scale, spec=spec, save_dir=save_dir,
                                                    settings=settings, register_as=config.register_model,
                                                    tracker=tracker, state=state)
-            best = record.build()["best"]
-            if best is not None:  # best_epoch, best_val_loss, ...: rank runs by what the engine kept
-                tracker.log_dict(best["values"], state.global_step, "best")
+            best = best_values(state.history, state.best_epoch)
+            if best:  # best_epoch, best_val_loss, ...: rank runs by what the engine kept
+                tracker.log_dict(best, state.global_step, "best")
             if record.test is not None:
                 judge_test_scores(record, dataset, outputs, seed=config.seed, with_baselines=config.baselines,
                                   tracker=tracker, step=state.global_step, log=log)
@@ -583,11 +583,12 @@ def finish_training(parts: optim.StepParts, checkpoints: checkpoint.Checkpointer
     X_test, y_test = dataset.arrays["test"]
     test, outputs = None, None
     if X_test.shape[0]:
-        test = scoring.evaluate(best_net, X_test, y_test, task=dataset.task, loss_fn=parts.loss_fn, device=device,
-                                amp=parts.amp, target_scale=target_scale, target_range=spec.get("target_range"),
-                                detailed=True, classes=dataset.schema["classes"])
-        outputs = scoring.test_outputs(best_net, X_test, task=dataset.task, device=device, amp=parts.amp,
-                                       target_scale=target_scale, target_range=spec.get("target_range"))
+        raw = scoring.predict_arrays(best_net, X_test, device=device, amp=parts.amp)  # one pass: scores + bootstrap
+        test = scoring.score_outputs(raw, y_test, task=dataset.task, loss_fn=parts.loss_fn, target_scale=target_scale,
+                                     target_range=spec.get("target_range"), detailed=True,
+                                     classes=dataset.schema["classes"])
+        outputs = scoring.test_outputs(raw, task=dataset.task, target_scale=target_scale,
+                                       target_range=spec.get("target_range"))
     export_model(run_dir.model, best_net, spec=spec, schema=dataset.schema)
     import yaml
 

@@ -111,15 +111,12 @@ def _confusion_metrics(matrices: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _stratified_weights(y: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """(size, rows) counts of each test row in `size` stratified resamples."""
-    n = len(y)
-    weights = np.zeros(size * n, dtype=np.float64)
-    offsets = n * np.arange(size)[:, None]
+    """(size, rows) counts of each test row in `size` stratified resamples: each class's rows drawn from its own."""
+    weights = np.zeros((size, len(y)), dtype=np.float64)
     for c in np.unique(y):
         rows = np.flatnonzero(y == c)
-        picks = rows[rng.integers(0, rows.size, size=(size, rows.size))] + offsets
-        weights += np.bincount(picks.ravel(), minlength=size * n)
-    return weights.reshape(size, n)
+        weights[:, rows] = _row_counts(rows.size, size, rng)
+    return weights
 
 
 def _weighted_auc(weights: np.ndarray, positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
