@@ -19,7 +19,9 @@ What a sink receives, in order:
   `log_event({"type": "model", "path": model.safetensors, "artifacts": [[path, folder], ...], ...})`;
   `log_event({"type": "baselines", "scores": {...}})` unless --no-baselines; then
   `log_event({"type": "artifact", "path": metrics.json})`, `log_event({"type": "status", ...})`, `close`.
-Every value is plain JSON. A sink may also offer the Protocol's optional fourth method, `info() -> dict`
+Every value is plain JSON. A sink may ask the run to stop: raising `StopTraining(reason)` from `log_dict(...,
+"epoch")` ends the run after that epoch as early-stopped, with `reason` as its message (how `pipeline.tune`
+prunes a trial); everything else a sink raises only disables that sink. A sink may also offer the Protocol's optional fourth method, `info() -> dict`
 (MLflow's run id, for instance); the run record shows what sinks say there. The run event carries `hparams`
 too: the settings that identify the run (those a resume may change, such as `epochs`, left out).
 
@@ -60,11 +62,21 @@ class Sink(Protocol):
         return {}
 
 
+class StopTraining(Exception):
+    """Raised by a sink's `log_dict(..., "epoch")`: end the run after this epoch, early-stopped, for `reason`."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Tracker:
-    """Fan-out to sinks. A sink that raises is reported once and dropped; training goes on."""
+    """Fan-out to sinks. A sink that raises is reported once and dropped; training goes on (a sink that raises
+    StopTraining is kept, and the request is kept in `stop_requested` for the loop to act on)."""
 
     def __init__(self, sinks: list[Sink]):
         self.sinks = list(sinks)
+        self.stop_requested: str | None = None
         self._lock = threading.Lock()  # the resource sampler logs from its own thread
 
     def _each(self, method: str, *args: Any) -> None:
@@ -73,6 +85,8 @@ class Tracker:
         for sink in sinks:
             try:
                 getattr(sink, method)(*args)
+            except StopTraining as request:
+                self.stop_requested = self.stop_requested or request.reason
             except Exception as exc:  # a broken sink must not end the run; local JSONL is the record
                 warnings.warn(f"{type(sink).__name__} failed ({type(exc).__name__}: {exc}); disabled for this run",
                               stacklevel=3)

@@ -220,11 +220,12 @@ def fit(parts: optim.StepParts, train_batches: batches.Batches, state: TrainingS
             improved = end_epoch(state, entry, monitor_metric)
             tracker.log_dict({k: v for k, v in entry.items() if k != "step"}, state.global_step, "epoch")
             log(epoch_line(entry, epochs, improved))
+            requested = distributed.from_main(world, tracker.stop_requested)  # a sink's StopTraining
 
             # --- best checkpoint, early stopping
             if improved:
                 save(checkpoints, state, tracker, "best")
-            if patience > 0 and state.bad_epochs >= patience:
+            if (patience > 0 and state.bad_epochs >= patience) or requested:
                 stop = status_lib.EARLY_STOPPED
 
         # --- interrupted? (the flag is read once: a later signal is handled at the next step boundary; under
@@ -243,8 +244,9 @@ def fit(parts: optim.StepParts, train_batches: batches.Batches, state: TrainingS
             save(checkpoints, state, tracker)
         record.write()
         if stop == status_lib.EARLY_STOPPED:
-            return stop, (f"no improvement in {monitor_metric} for {state.bad_epochs} epochs; best was "
-                          f"epoch {state.best_epoch} ({state.best_value:.6g})")
+            return stop, tracker.stop_requested or (
+                f"no improvement in {monitor_metric} for {state.bad_epochs} epochs; best was "
+                f"epoch {state.best_epoch} ({state.best_value:.6g})")
         if stop == status_lib.INTERRUPTED:
             where = f"after epoch {epoch + 1}" if totals.finished else f"at epoch {epoch + 1}, step {state.global_step}"
             return stop, (f"{interrupt.name} {where}; state saved to last.pt: run the same command again to "

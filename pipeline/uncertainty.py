@@ -202,7 +202,8 @@ def difference(network: dict[str, np.ndarray], baseline: dict[str, np.ndarray], 
     return result
 
 
-LABELS = {"hist_gradient_boosting": "boosted trees", "linear": "the linear model"}
+LABELS = {"hist_gradient_boosting": "boosted trees", "linear": "the linear model",
+          "tuned_trees": "tuned boosted trees"}
 
 
 def verdict(metric: str, network: float, baselines: dict[str, dict[str, Any]], *, test_rows: int,

@@ -16,6 +16,7 @@ and per-class tables show the extremes; curves are thinned to `MAX_POINTS` point
     loading.py   RunData, load_metrics, load_run
     helpers.py   esc, fmt (the one number format), table, note, figure_html
     sections.py  verdict, summary, hyperparameters, data, events, reproducibility, comparison
+    tuning.py    the tuning section (tuning.json from solutions/tune.py): history, importances, tuned trees
     charts.py    learning curves, learning rate, overfitting, test evaluation, throughput, system
     render.py    SECTIONS, show, generate (papermill + nbconvert), check_output
 """
@@ -30,12 +31,13 @@ from pipeline.report.render import (SECTIONS, TEMPLATES, check_output, execute_r
 from pipeline.report.sections import (BASELINE_NAMES, problems_note, section_comparison, section_data,
                                       section_events, section_hyperparameters, section_reproducibility,
                                       section_summary, section_worth_it, some_names)
+from pipeline.report.tuning import load_tuning, section_tuning
 
 __all__ = ["BASELINE_NAMES", "COLOURS", "MANY_CLASSES", "MAX_CURVES", "MAX_POINTS", "RunData", "SECTIONS", "TEMPLATES",
            "check_output", "confusion_figure", "esc", "execute_report_notebook", "figure_html", "fmt", "generate",
-           "headline_metric", "largest_classes", "load_metrics", "load_run", "normalise", "note",
+           "headline_metric", "largest_classes", "load_metrics", "load_tuning", "load_run", "normalise", "note",
            "overfitting_analysis", "per_class_table", "problems_note", "render_html", "section_comparison",
            "section_data", "section_events", "section_hyperparameters", "section_learning_curves",
            "section_learning_rate", "section_overfitting", "section_reproducibility", "section_summary",
-           "section_system", "section_test", "section_throughput", "section_worth_it", "show", "some_names",
-           "table", "thin"]
+           "section_system", "section_test", "section_throughput", "section_tuning", "section_worth_it", "show",
+           "some_names", "table", "thin"]

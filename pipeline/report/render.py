@@ -14,6 +14,7 @@ from pipeline.errors import DataError
 from pipeline.report.charts import (section_learning_curves, section_learning_rate, section_overfitting,
                                     section_system, section_test, section_throughput)
 from pipeline.report.loading import load_metrics
+from pipeline.report.tuning import load_tuning
 from pipeline.report.sections import (section_data, section_events, section_hyperparameters,
                                       section_reproducibility, section_summary, section_worth_it)
 
@@ -35,12 +36,13 @@ def show(section_html: str) -> None:
 
 # --------------------------------------------------------------------------------------------- generate
 def execute_report_notebook(metrics_path: Path, compare: list[Path], executed_path: Path, *,
-                            title: str = "Training report") -> None:
+                            title: str = "Training report", tuning: Path | None = None) -> None:
     from pipeline import nbexec
 
     nbexec.execute_notebook(TEMPLATES / "report.ipynb", executed_path,
                             {"metrics_path": str(metrics_path.resolve()),
-                             "compare_paths": [str(p.resolve()) for p in compare], "title": title},
+                             "compare_paths": [str(p.resolve()) for p in compare], "title": title,
+                             "tuning_path": str(tuning.resolve()) if tuning else ""},
                             cwd=executed_path.parent)
 
 
@@ -61,12 +63,17 @@ def render_html(executed_path: Path) -> str:
 
 
 def generate(metrics: Path | str, output: Path | str, *, compare: list[Path | str] | None = None,
-             executed_notebook: Path | str | None = None, title: str = "Training report") -> Path:
-    """Execute the report notebook and write one standalone HTML file (atomically)."""
+             executed_notebook: Path | str | None = None, title: str = "Training report",
+             tuning: Path | str | None = None) -> Path:
+    """Execute the report notebook and write one standalone HTML file (atomically). `tuning`: a tuning.json
+    (solutions/tune.py) whose section the report gains."""
     metrics = Path(metrics)
     compare = [Path(p) for p in compare or []]
     for path in [metrics, *compare]:
         load_metrics(path)  # fail fast, with a clear message, before starting a kernel
+    tuning = Path(tuning) if tuning else None
+    if tuning is not None:
+        load_tuning(tuning)
     output = Path(output)
     check_output(output)
     try:
@@ -74,7 +81,7 @@ def generate(metrics: Path | str, output: Path | str, *, compare: list[Path | st
         with tempfile.TemporaryDirectory(prefix="report-") as tmp:
             executed = Path(executed_notebook) if executed_notebook else Path(tmp) / "report.ipynb"
             executed.parent.mkdir(parents=True, exist_ok=True)
-            execute_report_notebook(metrics, compare, executed, title=title)
+            execute_report_notebook(metrics, compare, executed, title=title, tuning=tuning)
             fileio.atomic_write_bytes(output, render_html(executed).encode("utf-8"))
     except OSError as exc:  # a full disk, a read-only file system: the earlier report (if any) is untouched
         where = Path(exc.filename).parent if getattr(exc, "filename", None) else output.parent
