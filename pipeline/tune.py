@@ -290,7 +290,9 @@ def recover(study: Any, log: Log) -> list[int]:
     from optuna.trial import TrialState
 
     host = socket.gethostname()
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback()
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
     found = []
@@ -298,10 +300,10 @@ def recover(study: Any, log: Log) -> list[int]:
         if trial.state == TrialState.RUNNING and trial.user_attrs.get("host") == host and \
                 not alive(int(trial.user_attrs.get("pid", 0))):
             try:
+                study._storage.set_trial_user_attr(trial._trial_id, "cut_short", "its process was gone")
                 study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # another process got there first
-            study._storage.set_trial_user_attr(trial._trial_id, "cut_short", "its process was gone")
             trial = study._storage.get_trial(trial._trial_id)
         if trial.state == TrialState.FAIL and trial.user_attrs.get("cut_short") and trial.number not in retried \
                 and trial.user_attrs.get("host") == host:
