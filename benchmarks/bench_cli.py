@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = {
     "python -c pass": ["-c", "pass"],
     **{f"{name}.py --help": [str(ROOT / "solutions" / f"{name}.py"), "--help"]
-       for name in ("prepare_dataset", "train_pipeline", "monitor_training", "generate_report")},
+       for name in ("prepare_dataset", "train_pipeline", "monitor_training", "generate_report", "tune")},
     "python -m pipeline.server --help": ["-m", "pipeline.server", "--help"],
     "python -m pipeline.course --help": ["-m", "pipeline.course", "--help"],
 }

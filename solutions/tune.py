@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from pipeline import tune  # noqa: E402  (light: optuna, torch and pandas load when a study starts)
+from pipeline.tune import build_parser, main  # noqa: E402,F401  (light: optuna and torch load when a study starts)
 
 if __name__ == "__main__":
-    sys.exit(tune.main())
+    sys.exit(main())

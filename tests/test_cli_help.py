@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ("prepare_dataset", "train_pipeline", "monitor_training", "generate_report")
+SCRIPTS = ("prepare_dataset", "train_pipeline", "monitor_training", "generate_report", "tune")
 
 
 def load(name: str):

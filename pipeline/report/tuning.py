@@ -100,7 +100,8 @@ def comparison_html(tuning: dict[str, Any]) -> str:
     elif not trees:
         html += note("Boosted trees were not tuned (--no-trees): no tuned comparison.")
     if trees and trees.get("best_params"):
-        shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in trees["best_params"].items())
+        shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                          for k, v in trees["best_params"].items())
         html += f"<p>The trees' best settings: {esc(shown)}</p>"
     higher = metrics.higher_is_better(key)
     return html + ("" if higher else note(f"Lower {key} is better."))
