@@ -1,7 +1,7 @@
 """Tune the network's hyperparameters with Optuna (and boosted trees with the same budget, for comparison).
 
-    python solutions/tune.py --data-dir processed_data --study-dir runs/tune --trials 20
-    python solutions/tune.py --data-dir processed_data --study-dir runs/tune --trials 20 --jobs 2
+    python solutions/tune.py --data-dir processed_data --save-dir runs/tune --n-trials 20
+    python solutions/tune.py --data-dir processed_data --save-dir runs/tune --n-trials 20 --jobs 2
 
 Every trial is a normal run folder (runs/tune/trials/trial-NNNN); the study lives in runs/tune/study.db. Killing
 the tuner and running the same command continues the study: a trial cut short resumes from its checkpoint and

@@ -85,12 +85,12 @@ def test_training_settings_the_tuner_owns_are_refused_in_the_config(tmp_path):
     assert tune.read_training(path) == {"scheduler": "cosine"}
 
 
-@pytest.mark.parametrize("flags, words", [(["--trials", "0"], "--trials 0: the budget must be at least 1"),
+@pytest.mark.parametrize("flags, words", [(["--n-trials", "0"], "--n-trials 0: the budget must be at least 1"),
                                           (["--minutes", "0"], "--minutes 0.0: must be more than 0"),
                                           (["--search", ","], "search space is empty"),
                                           (["--metric", "val_r2"], "--metric val_r2 is not a validation score")])
 def test_bad_settings_are_one_line_and_exit_2(penguins_dir, tmp_path, capsys, flags, words):
-    code = tune.main(["--data-dir", str(penguins_dir), "--study-dir", str(tmp_path / "study"), "--no-mlflow", *flags])
+    code = tune.main(["--data-dir", str(penguins_dir), "--save-dir", str(tmp_path / "study"), "--no-mlflow", *flags])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and words in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "study" / "trials").exists()
@@ -195,7 +195,7 @@ def test_a_study_killed_twice_continues_with_every_trial_counted_once(penguins_d
 
     study_dir, log = tmp_path / "study", tmp_path / "tune.log"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = ["--data-dir", str(penguins_dir), "--study-dir", str(study_dir), "--trials", "4", "--epochs", "25",
+    args = ["--data-dir", str(penguins_dir), "--save-dir", str(study_dir), "--n-trials", "4", "--epochs", "25",
             "--search", "learning_rate,dropout,width", "--tracking-uri", uri, "--experiment-name", "tuning-test",
             "--no-tensorboard"]
     first = start(args, log)
@@ -255,7 +255,7 @@ def read_record_json(path: Path) -> dict:
 @pytest.mark.slow
 def test_two_trial_processes_share_one_study_and_its_budget(penguins_dir, tmp_path):
     study_dir, log = tmp_path / "study", tmp_path / "tune.log"
-    process = start(["--data-dir", str(penguins_dir), "--study-dir", str(study_dir), "--trials", "4", "--epochs", "4",
+    process = start(["--data-dir", str(penguins_dir), "--save-dir", str(study_dir), "--n-trials", "4", "--epochs", "4",
                      "--search", "learning_rate", "--jobs", "2", "--no-mlflow", "--no-tensorboard", "--no-trees",
                      "--no-report"], log)
     assert process.wait(timeout=600) == 0, log.read_text()[-3000:]

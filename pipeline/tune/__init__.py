@@ -1,7 +1,7 @@
 """Hyperparameter search with Optuna, over the engine's own runs: every trial is a normal run folder.
 
-    python solutions/tune.py --data-dir processed_data --study-dir runs/tune --trials 20
-    python solutions/tune.py --data-dir processed_data --study-dir runs/tune --trials 20 --jobs 2
+    python solutions/tune.py --data-dir processed_data --save-dir runs/tune --n-trials 20
+    python solutions/tune.py --data-dir processed_data --save-dir runs/tune --n-trials 20 --jobs 2
     python solutions/tune.py ... --storage postgresql://user@db/optuna --study-name census   # several machines
 
 What a study folder holds:

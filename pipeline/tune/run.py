@@ -29,7 +29,7 @@ def tune(settings: TuneSettings, *, log: Log = print) -> dict[str, Any]:
     from pipeline.data import store
 
     if settings.trials < 1:
-        raise ConfigError(f"--trials {settings.trials}: the budget must be at least 1 trial")
+        raise ConfigError(f"--n-trials {settings.trials}: the budget must be at least 1 trial")
     if settings.minutes is not None and not settings.minutes > 0:
         raise ConfigError(f"--minutes {settings.minutes}: must be more than 0")
     if settings.epochs < 1:
@@ -44,7 +44,7 @@ def tune(settings: TuneSettings, *, log: Log = print) -> dict[str, Any]:
     direction = "maximize" if metrics.higher_is_better(metric) else "minimize"
     study_dir = Path(settings.study_dir)
     if settings.storage is None and (study_dir / "trials").is_dir() and not (study_dir / STUDY_FILE).exists():
-        raise ConfigError(f"{study_dir}: holds trials/ but no {STUDY_FILE}; choose a new --study-dir (the old trials "
+        raise ConfigError(f"{study_dir}: holds trials/ but no {STUDY_FILE}; choose a new --save-dir (the old trials "
                           "are left as they are)")
     study_dir.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -141,9 +141,11 @@ def build_parser() -> Any:
     parser = argparse.ArgumentParser(prog="tune.py", description=parts[0], epilog="\n\n".join(parts[1:4]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True, help="folder written by prepare_dataset.py (required)")
-    parser.add_argument("--study-dir", required=True, help="folder of the study: study.db, trials/, tuning.json "
+    parser.add_argument("--save-dir", "--study-dir", dest="study_dir", required=True,
+                        help="folder of the study: study.db, trials/, tuning.json "
                         "(required; the same folder continues the study)")
-    parser.add_argument("--trials", type=int, default=20, help="finished trials the study ends with, counted "
+    parser.add_argument("--n-trials", "--trials", dest="trials", type=int, default=20,
+                        help="finished trials the study ends with, counted "
                         "across every process (default: 20); boosted trees get the same number")
     parser.add_argument("--minutes", type=float, help="start no new trial after this many minutes (this process)")
     parser.add_argument("--epochs", type=int, default=30, help="epochs per trial at most (default: 30)")

@@ -69,7 +69,7 @@ def open_study(storage: Any, name: str, *, direction: str, identity: dict[str, A
     elif recorded != identity:
         changed = sorted(k for k in identity.keys() | recorded.keys() if identity.get(k) != recorded.get(k))
         raise ConfigError(f"study {name!r} was started with another {', '.join(changed)}; run it with the same "
-                          "settings to continue, or choose a new --study-dir (or --study-name)")
+                          "settings to continue, or choose a new --save-dir (or --study-name)")
     return study
 
 
