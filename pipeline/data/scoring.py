@@ -21,10 +21,12 @@ def load_raw_for_scoring(csv_path: Path | str, schema: dict[str, Any]) -> tuple[
 
 
 def raw_columns(schema: dict[str, Any]) -> list[str]:
-    """The raw columns a scored table needs: the features, a date column once for all the parts made from it."""
+    """The raw columns a scored table needs, in the training CSV's order: the features, a date column once for
+    all the parts made from it."""
     derived = _derived(schema)
-    needed = [derived.get(c, c) for c in schema["features"]["numeric"] + schema["features"]["categorical"]]
-    return list(dict.fromkeys(needed))
+    needed = dict.fromkeys(derived.get(c, c) for c in schema["features"]["numeric"] + schema["features"]["categorical"])
+    order = {name: i for i, name in enumerate(schema["features"].get("original", []))}
+    return sorted(needed, key=lambda c: order.get(c, len(order)))
 
 
 def features_for_scoring(frame: pd.DataFrame, schema: dict[str, Any], *, source: Path | str,
