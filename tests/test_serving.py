@@ -23,9 +23,10 @@ import pytest
 from pipeline import data, predict, serving, train
 from pipeline.errors import DataError
 
-from conftest import BUNDLED_CSV, ROOT, free_port, script_env
+from conftest import BUNDLED_CSV, ROOT, free_port, script_env, wait_until_answering
 
-ENGINE = dict(tensorboard=False, system_interval=0, progress="off", baselines=False, epochs=2, resume="never")
+ENGINE = {"tensorboard": False, "system_interval": 0, "progress": "off", "baselines": False, "epochs": 2,
+          "resume": "never"}
 
 
 def trained(data_dir: Path, save_dir: Path) -> tuple[str, Path]:
@@ -235,7 +236,7 @@ def post(url: str, payload: dict) -> tuple[int, dict]:
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_a_raw_row(penguin_model, tmp_path: Path):
     """`mlflow models serve -m runs:/<id>/model --env-manager local` on 127.0.0.1, in a clean working folder and
-    without this checkout on PYTHONPATH: the model's own code folder brings `pipeline`."""
+    without this checkout on PYTHONPATH."""
     uri, weights = penguin_model
     port = free_port()
     env = script_env(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -249,16 +250,7 @@ def test_mlflow_models_serve_answers_a_raw_row(penguin_model, tmp_path: Path):
                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        while True:
-            assert server.poll() is None, f"the server exited: {log_path.read_text()[-3000:]}"
-            assert time.monotonic() - started < 60, f"no answer in 60 s: {log_path.read_text()[-3000:]}"
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.25)
-        ready = time.monotonic() - started
+        ready = wait_until_answering(server, f"{base}/ping", log_path, timeout_s=60)
         rows = tmp_path / "rows.csv"
         rows.write_text(csv_lines(BUNDLED_CSV, [3, 200]))  # row 3 is the one with every measurement missing
         frame = pd.read_csv(rows).drop(columns=["species"])
@@ -283,9 +275,22 @@ def test_mlflow_models_serve_answers_a_raw_row(penguin_model, tmp_path: Path):
 
 
 @pytest.mark.slow
+def test_a_fresh_process_loads_the_pipeline_code_saved_with_the_model(penguin_model, tmp_path: Path):
+    """The model's `code/pipeline` comes first on the path when it loads, whichever `pipeline` is installed."""
+    uri, _ = penguin_model
+    code = f"import mlflow; mlflow.pyfunc.load_model({uri!r}); import pipeline; print(pipeline.__file__)"
+    env = script_env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("/code/pipeline/__init__.py"), done.stdout
+
+
+@pytest.mark.slow
 def test_the_tracking_module_imports_neither_pandas_nor_torch():
     code = "import sys, pipeline.tracking; print(sorted(m for m in ('pandas', 'torch', 'mlflow') if m in sys.modules))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60, cwd=ROOT,
                           env=script_env(PYTHONPATH=str(ROOT)))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
