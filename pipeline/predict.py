@@ -59,9 +59,20 @@ def predict_csv(model_path: Path | str, csv_path: Path | str, model_fn: model_li
     """The CSV's rows with a `prediction` column (and `p_<class>` probabilities for classification)."""
     net, spec, schema = load_model(model_path, model_fn, trust_changed_code=trust_changed_code)
     features, frame = data.load_raw_for_scoring(csv_path, schema)
+    scored = frame.copy()
+    for name, values in predict_features(net, spec, schema, features).items():
+        scored[name] = values.to_numpy()  # a CSV's own `prediction` column is replaced, as before
+    return scored
+
+
+def predict_features(net: nn.Module, spec: dict[str, Any], schema: dict[str, Any], features: np.ndarray
+                     ) -> pd.DataFrame:
+    """`prediction` (a class name, or a value in the target's units) and, for classification, `p_<class>` for
+    each row of the processed (rows, features) array; the index runs 0..rows-1. The class is the most probable
+    one (the engine chooses no decision threshold)."""
     with torch.inference_mode():
         out = net(torch.from_numpy(features)).numpy()
-    scored = frame.copy()
+    scored = pd.DataFrame(index=pd.RangeIndex(len(features)))
     if spec["task"] == "classification":
         probabilities = torch.softmax(torch.from_numpy(out), dim=1).numpy()
         classes = schema["classes"]

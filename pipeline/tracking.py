@@ -262,8 +262,9 @@ class MlflowSink:
     names, step metrics as `step_<name>`, resource samples as `system/<name>` (MLflow's System metrics
     tab), test scores as `test_<name>` (so runs sort and compare by them). On failure it warns once, keeps
     the metrics (bounded buffer) and retries with backoff; when the server answers again the buffer is
-    replayed with the original steps and timestamps. At close it logs the artefacts and the model (with a
-    signature and the training dataset; registered under `register_as` when the model event asks).
+    replayed with the original steps and timestamps. At close it logs the artefacts and the model (a pyfunc model
+    that takes raw CSV rows, with a raw-column signature, and the training dataset; registered under `register_as`
+    when the model event asks).
     """
 
     MAX_BUFFER = 200_000
@@ -516,16 +517,14 @@ class MlflowSink:
             self._warn("ending the run", exc)
 
     def _log_model(self, client: Any, event: dict[str, Any]) -> None:
-        """The training dataset as a run input, and the exported model (rebuilt from model.safetensors by
-        the same code `predict` uses) with a signature and an input example."""
+        """The training dataset as a run input, and the model as an MLflow pyfunc model that takes the training
+        CSV's raw columns (preprocessing inside; `pipeline.serving`), with a raw-column signature and example."""
         import mlflow
         import numpy as np
-        import torch
         from mlflow.data.dataset_source_registry import resolve_dataset_source
         from mlflow.entities import DatasetInput, InputTag
-        from mlflow.models import infer_signature
 
-        from pipeline import data, predict
+        from pipeline import data, serving
 
         X_train, y_train = data.load_processed(event["data_dir"], mmap=True).arrays["train"]
         with warnings.catch_warnings():  # MLflow cannot tell two local source types apart; either is right
@@ -534,10 +533,6 @@ class MlflowSink:
         dataset = mlflow.data.from_numpy(np.asarray(X_train), targets=np.asarray(y_train), source=source, name="train")
         client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
                                                               [InputTag("mlflow.data.context", "training")])])
-        net, _, _ = predict.load_model(event["path"])
-        sample = np.array(X_train[:5])  # a writable copy: the split is memory-mapped read-only
-        with torch.no_grad():
-            signature = infer_signature(sample, net(torch.from_numpy(sample)).numpy())
         # MLflow logs models through its process-wide "fluent" state; borrow it and put it back as it was, so
         # a notebook's own mlflow.set_tracking_uri / set_experiment are left alone (and cannot refuse our run)
         from mlflow.tracking import fluent
@@ -547,9 +542,7 @@ class MlflowSink:
             mlflow.set_tracking_uri(self.tracking_uri)
             fluent._active_experiment_id = None
             with mlflow.start_run(run_id=self.run_id):
-                mlflow.pytorch.log_model(net, name="model", signature=signature, input_example=sample,
-                                         registered_model_name=event.get("register_as"),
-                                         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+                serving.log_model(event["path"], register_as=event.get("register_as"))
         finally:
             mlflow.set_tracking_uri(uri)
             fluent._active_experiment_id = experiment

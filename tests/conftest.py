@@ -154,6 +154,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_answering(process: subprocess.Popen, url: str, log_path: Path, timeout_s: float) -> float:
+    """Poll `url` until it answers 200; fail (killing the process) if it exits or stays silent. Returns the seconds."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if process.poll() is not None:
+            pytest.fail(f"the server exited early: {log_path.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return time.monotonic() - started
+        except OSError:
+            time.sleep(0.25)
+    os.killpg(process.pid, 9)
+    pytest.fail(f"{url} did not answer in {timeout_s:.0f} s: {log_path.read_text()[-2000:]}")
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     """A real `mlflow server` on 127.0.0.1 and a free port, started once the way `make mlflow-server` starts it
@@ -166,19 +182,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
          "--backend-store-uri", f"sqlite:///{base / 'server.db'}", "--artifacts-destination", str(base / "artifacts")],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"mlflow server exited early: {(base / 'server.log').read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("mlflow server did not become healthy in 120 s")
+    wait_until_answering(process, f"{uri}/health", base / "server.log", timeout_s=120)
     yield uri
     os.killpg(process.pid, 15)
     try:

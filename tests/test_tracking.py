@@ -109,8 +109,19 @@ def test_real_server_run_params_metrics_artifacts_and_resume_reattaches(mlflow_s
     models = [m for m in mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
               if m.source_run_id == run_id]
     assert models, "the model was not logged"
-    signature = mlflow.models.get_model_info(models[-1].model_uri).signature
-    assert list(signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 11]  # (batch, processed features)
+    signature = mlflow.models.get_model_info(models[-1].model_uri).signature  # the CSV's raw columns (serving.py)
+    assert [c["name"] for c in signature.inputs.to_dict()] == ["island", "bill_length_mm", "bill_depth_mm",
+                                                               "flipper_length_mm", "body_mass_g", "sex", "year"]
+    import pandas as pd
+
+    from pipeline import predict
+    from conftest import BUNDLED_CSV
+
+    raw = pd.read_csv(BUNDLED_CSV)  # through the server's artefact store: raw rows in, predict's classes out
+    latest = max(models, key=lambda m: m.creation_timestamp)  # each finish logs one: the 3-epoch run's is last
+    served = mlflow.pyfunc.load_model(latest.model_uri).predict(raw)
+    assert served["prediction"].tolist() == predict.predict_csv(tmp_path / "s" / "model.safetensors",
+                                                                BUNDLED_CSV)["prediction"].tolist()
     versions = client.search_model_versions("name='penguin-classifier'")
     assert versions and {v.run_id for v in versions} == {run_id}  # registered, from this run
 

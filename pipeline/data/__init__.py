@@ -18,7 +18,7 @@ The package, one concern per module (lower ones never import higher ones):
     preprocess   Preprocessor: fit on train rows, transform any rows
     diagnostics  the column report and the leak / imbalance warnings
     output       output-folder safety, staging and atomic writes
-    scoring      load_raw_for_scoring: a new CSV through a fitted schema (predict)
+    scoring      load_raw_for_scoring, features_for_scoring: new rows through a fitted schema (predict, serving)
     prepare      prepare_dataset: the steps above in order
 
 Names resolve lazily, so `from pipeline.data import store` (what training uses) does not import pandas.
@@ -41,7 +41,7 @@ _WHERE = {
     "preprocess": ("Preprocessor", "_median", "_numeric_stats",),
     "diagnostics": ("CHECK_SAMPLE_ROWS", "_percent", "check_warnings", "column_report", "format_column_report",),
     "output": ("_save_splits", "check_output_dir",),
-    "scoring": ("load_raw_for_scoring",),
+    "scoring": ("features_for_scoring", "like_csv", "load_raw_for_scoring", "raw_columns",),
     "prepare": ("PrepareResult", "prepare_dataset", "PrepareOptions",),
 }
 _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
