@@ -181,6 +181,9 @@ def parse_model_args(text: str) -> dict[str, Any]:
 
     try:
         value = json.loads(text) if text.strip() else {}
+    except RecursionError:
+        raise ConfigError("--model-args is nested too deeply to read; give a flat JSON object like "
+                          "'{\"width\": 64}'") from None
     except ValueError as exc:
         raise ConfigError(f"--model-args must be a JSON object like '{{\"width\": 64}}' ({exc})") from None
     if not isinstance(value, dict):

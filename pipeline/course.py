@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from pipeline import fileio
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.rundir import METRICS, METRICS_LOG, RunDir
 
@@ -130,12 +131,7 @@ def wait_for_epochs(log_dir: Path, epochs: int, process: subprocess.Popen | None
 
 # --------------------------------------------------------------------------------------------- papermill
 def load_params(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such parameters file") from None
+    values = fileio.read_yaml_mapping(path, what="parameters file", example="common: {epochs: 4}")
     unknown = set(values) - {"common", *NOTEBOOKS}
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; use 'common' or a notebook name "

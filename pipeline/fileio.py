@@ -130,3 +130,30 @@ def read_json(path: Path) -> Any | None:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
         return None
+
+
+def read_yaml_mapping(path: Path | str, *, what: str, example: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping (settings, parameters, a search space), or one clear line: a missing
+    file, invalid YAML, nesting too deep to read, text that is not UTF-8, or anything but a mapping."""
+    import yaml
+
+    from pipeline.errors import ConfigError
+
+    try:
+        values = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a {what}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save the {what} as UTF-8") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read; a {what} is a flat mapping such as "
+                          f"{example!r}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping such as {example!r}, not a {type(values).__name__}")
+    return values

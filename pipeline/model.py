@@ -194,8 +194,9 @@ def _resolve(reference: str, model_fn: ModelFn | None) -> tuple[ModelFn, str, st
     else:
         try:
             module = importlib.import_module(where)
-        except Exception as exc:  # ImportError, or the module itself failing on import
-            raise ConfigError(f"--model {reference!r}: cannot import {where} ({type(exc).__name__}: {exc}); "
+        except (Exception, SystemExit) as exc:  # ImportError, or the module itself failing (or exiting) on import
+            raise ConfigError(f"--model {reference!r}: cannot import {where}{raised_at(exc)} ({type(exc).__name__}: "
+                              f"{_first_line(exc)}); "
                               "is it installed or on PYTHONPATH?") from None
         origin, digest = where, _file_sha256(getattr(module, "__file__", None))
     factory = getattr(module, name, None)
@@ -219,15 +220,64 @@ def build(spec: dict[str, Any], model_fn: ModelFn | None = None) -> nn.Module:
 def make(factory: ModelFn, n_features: int, n_outputs: int, model_args: dict[str, Any], *,
          reference: str) -> nn.Module:
     """Call the factory and check that it gives a module mapping (batch, n_features) to (batch, n_outputs)."""
+    if reference in BUILT_IN:
+        check_builtin_args(reference, model_args)
     try:
         net = factory(n_features, n_outputs, **model_args)
     except TypeError as exc:
         raise ConfigError(f"--model {reference}: calling it as fn(n_features, n_outputs, **model_args) failed "
                           f"({exc}); check --model-args") from None
+    except (Exception, SystemExit) as exc:  # the user's code: whatever it raises is one line, where it was raised
+        raise ConfigError(f"--model {reference}: building the network failed{raised_at(exc)} "
+                          f"({type(exc).__name__}: {_first_line(exc)}); check --model-args and the factory") from None
     if not isinstance(net, nn.Module):
         raise ConfigError(f"--model {reference}: returned {type(net).__name__}, not a torch.nn.Module")
+    if not any(p.requires_grad for p in net.parameters()):
+        raise ConfigError(f"--model {reference}: the network has no trainable parameters; nothing could learn")
     check_output_shape(net, n_features, n_outputs, reference)
     return net
+
+
+# The built-in networks' numeric settings, checked by the flags' own rules before the factory sees them.
+POSITIVE_INTS = ("width", "depth", "k", "n_frequencies", "embedding_dim")
+POSITIVE_FLOATS = ("frequency_scale", "scale_lr_factor", "clip")
+
+
+def check_builtin_args(reference: str, args: dict[str, Any]) -> None:
+    def refuse(name: str, value: Any, rule: str) -> None:
+        raise ConfigError(f"--model {reference}: {name} must be {rule}, not {value!r} (in --model-args or its flag)")
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    for name, value in args.items():
+        if name in POSITIVE_INTS and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            refuse(name, value, "a whole number >= 1")
+        if name in POSITIVE_FLOATS and not (number(value) and 0 < value < float("inf")):
+            refuse(name, value, "a number > 0")
+        if name == "dropout" and not (number(value) and 0 <= value < 1):
+            refuse(name, value, "in [0, 1)")
+        if name == "hidden_sizes" and not (isinstance(value, (list, tuple)) and all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
+            refuse(name, value, "a list of whole numbers >= 1, e.g. [256, 128]")
+        if name == "norm" and value not in NORMS:
+            refuse(name, value, f"one of {', '.join(NORMS)}")
+
+
+def raised_at(exc: BaseException) -> str:
+    """` at my_models.py:12`: the innermost frame of the user's own code (not torch's, not this package's)."""
+    import traceback
+
+    own = Path(__file__).resolve().parent
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not Path(f.filename).resolve().is_relative_to(own) and "site-packages" not in f.filename
+              and not f.filename.startswith("<")]
+    return f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0][:200] if text else "no message")
 
 
 def check_output_shape(net: nn.Module, n_features: int, n_outputs: int, reference: str) -> None:
@@ -237,15 +287,16 @@ def check_output_shape(net: nn.Module, n_features: int, n_outputs: int, referenc
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         net.eval()
         try:
-            out = net(torch.zeros(2, n_features))
+                outputs = [net(torch.zeros(rows, n_features)) for rows in (2, 3)]  # two batch sizes: (batch, out)
         except Exception as exc:
-            raise ConfigError(f"--model {reference}: a forward pass on (2, {n_features}) inputs failed "
-                              f"({type(exc).__name__}: {exc})") from None
+            raise ConfigError(f"--model {reference}: a forward pass on (2, {n_features}) inputs failed{raised_at(exc)} "
+                              f"({type(exc).__name__}: {_first_line(exc)})") from None
     net.train(was_training)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, n_outputs):
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ConfigError(f"--model {reference}: expected outputs of shape (batch, {n_outputs}), got {shape} "
-                          f"for a batch of 2")
+    for rows, out in zip((2, 3), outputs):
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (rows, n_outputs):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ConfigError(f"--model {reference}: expected outputs of shape (batch, {n_outputs}), got {shape} "
+                              f"for a batch of {rows}")
 
 
 def _import_file(path: Path) -> Any:
@@ -257,9 +308,10 @@ def _import_file(path: Path) -> Any:
     sys.modules[name] = module  # so classes defined in the file can be pickled (e.g. by MLflow)
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() at import is refused too: it would end the run silently
         del sys.modules[name]
-        raise ConfigError(f"--model {path}: importing it failed ({type(exc).__name__}: {exc})") from None
+        raise ConfigError(f"--model {path}: importing it failed{raised_at(exc)} ({type(exc).__name__}: "
+                          f"{_first_line(exc)})") from None
     return module
 
 

@@ -32,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 # Only what the parser needs is imported here (no torch), so --help answers at once; training imports the rest.
 from pipeline import cli, config, metrics  # noqa: E402
-from pipeline.errors import ConfigError  # noqa: E402
 
 
 def _flag(name: str) -> str:
@@ -122,16 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_yaml(path: Path) -> dict:
-    import yaml
+    from pipeline import fileio
 
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings, e.g. 'epochs: 20'")
+    values = fileio.read_yaml_mapping(path, what="config file", example="epochs: 20")
     return {str(k).replace("-", "_"): v for k, v in values.items()}
 
 

@@ -333,3 +333,80 @@ class warnings_as_errors:
         self.catcher.__exit__(*exc)
         found = [str(w.message) for w in self.caught if self.text in str(w.message)]
         assert not found, found
+
+
+HOSTILE = '''import sys
+import torch
+from torch import nn
+
+
+def raises_value_error(n_features, n_outputs):
+    raise ValueError("width must be even")
+
+
+def raises_key_error(n_features, n_outputs):
+    return {}["layers"]
+
+
+def frozen(n_features, n_outputs):
+    net = nn.Linear(n_features, n_outputs)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+class FixedBatch(nn.Module):
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.layer = nn.Linear(n_features, n_outputs)
+
+    def forward(self, x):
+        return self.layer(x)[:2].expand(2, -1)  # always two rows, whatever the batch
+
+
+def fixed_batch(n_features, n_outputs):
+    return FixedBatch(n_features, n_outputs)
+'''
+
+
+def test_whatever_user_code_raises_is_one_line_with_its_file_and_line(penguins_dir: Path, tmp_path: Path, capsys):
+    sys.path.insert(0, str(ROOT / "solutions"))
+    import train_pipeline
+
+    models = tmp_path / "hostile.py"
+    models.write_text(HOSTILE)
+    exiting = tmp_path / "exiting.py"
+    exiting.write_text("import sys\nsys.exit(0)\n\ndef build(n_features, n_outputs):\n    pass\n")
+    base = ["--data-dir", str(penguins_dir), "--epochs", "1", "--no-mlflow", "--system-interval", "0"]
+    cases = [
+        (["--model", f"{models}:raises_value_error"], f"at {models}:7 (ValueError: width must be even)"),
+        (["--model", f"{models}:raises_key_error"], f"at {models}:11 (KeyError: 'layers')"),
+        (["--model", f"{exiting}:build"], f"importing it failed at {exiting}:2 (SystemExit: 0)"),
+        (["--model", f"{models}:frozen"], "the network has no trainable parameters"),
+        (["--model", f"{models}:fixed_batch"], "got (2, 3) for a batch of 3"),
+        (["--model", "mlp", "--model-args", '{"dropout": 5}'], "dropout must be in [0, 1), not 5"),
+        (["--model", "mlp", "--model-args", '{"hidden_sizes": [-1]}'], "hidden_sizes must be a list of whole"),
+        (["--model", "mlp", "--model-args", '{"norm": "weird"}'], "norm must be one of none, batch, layer"),
+        (["--model", "realmlp", "--model-args", '{"width": -4}'], "width must be a whole number >= 1, not -4"),
+        (["--model", "tabm", "--model-args", '{"k": true}'], "k must be a whole number >= 1, not True"),
+        (["--model", "realmlp", "--model-args", '{"activation": "swish"}'], "(ValueError: activation must be one"),
+        (["--model-args", "[" * 100_000 + "]" * 100_000], "--model-args is nested too deeply to read"),
+    ]
+    for i, (flags, expected) in enumerate(cases):
+        save_dir = tmp_path / f"s{i}"
+        assert train_pipeline.main(base + ["--save-dir", str(save_dir), *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and expected in err and err.count("\n") == 1, (flags, err)
+        assert not (save_dir / "metrics.json").exists()
+
+
+def test_a_config_file_nested_too_deeply_is_one_line(penguins_dir: Path, tmp_path: Path, capsys):
+    sys.path.insert(0, str(ROOT / "solutions"))
+    import train_pipeline
+
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("epochs: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    assert train_pipeline.main(["--config", str(deep), "--data-dir", str(penguins_dir),
+                                "--save-dir", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("nested too deeply" in err or "not valid YAML" in err), err

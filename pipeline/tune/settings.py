@@ -45,18 +45,9 @@ FIXED_BY_TUNER = ("data_dir", "save_dir", "epochs", "early_stopping_metric", "ba
 
 def read_training(path: Path) -> dict[str, Any]:
     """--config: the training settings every trial shares, checked as train_pipeline.py checks them."""
-    import yaml
+    from pipeline import config as config_lib, fileio
 
-    from pipeline import config as config_lib
-
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings, e.g. 'epochs: 20'")
+    values = fileio.read_yaml_mapping(path, what="config file", example="scheduler: cosine")
     values = {str(k).replace("-", "_"): v for k, v in values.items()}
     taken = sorted(set(values) & set(FIXED_BY_TUNER))
     if taken:

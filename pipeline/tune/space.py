@@ -32,17 +32,10 @@ def read_space(path: Path | None, search: list[str] | None) -> dict[str, tuple]:
     fix it}) and restricted to `search` names. Returns {name: spec}; fixed values come back as ("fixed", v)."""
     space = dict(SPACE)
     if path is not None:
-        import yaml
+        from pipeline import fileio
 
-        try:
-            given = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such --space file") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(given, dict):
-            raise ConfigError(f"{path}: expected a mapping such as 'learning_rate: {{low: 0.0001, high: 0.01, "
-                              "log: true}}'")
+        given = fileio.read_yaml_mapping(path, what="--space file",
+                                         example="learning_rate: {low: 0.0001, high: 0.01, log: true}")
         space = {name: _space_entry(path, str(name), spec) for name, spec in given.items()}
     if search is not None:
         unknown = [name for name in search if name not in space]
