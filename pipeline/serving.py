@@ -20,7 +20,11 @@ since training is refused when the model loads, as `predict` refuses it, unless 
 """
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,10 +121,26 @@ def log_model(model_path: Path | str, *, register_as: str | None = None, name: s
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"pandas=={pd.__version__}",
                     f"numpy=={np.__version__}", f"safetensors=={safetensors.__version__}",
                     f"mlflow=={mlflow.__version__}"]
-    with warnings.catch_warnings():  # MLflow's notes on the example's missing values, which the model imputes
-        warnings.simplefilter("ignore", UserWarning)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars in a lesson's output
+    with warnings.catch_warnings(), quiet("mlflow.pyfunc", "mlflow.models"):
+        warnings.simplefilter("ignore", UserWarning)  # MLflow's notes on the example's gaps, which the model imputes
         return mlflow.pyfunc.log_model(
-            name=name, python_model=RawRowsModel(), artifacts={"model": str(model_path)},
+            name=name, python_model=str(Path(__file__).with_name("serving_code.py")),  # models from code: no pickle
+            artifacts={"model": str(model_path)},
             code_paths=[str(Path(pipeline.__file__).resolve().parent)], signature=raw_signature(schema, example),
             input_example=example, registered_model_name=register_as, pip_requirements=requirements,
             model_config={"trust_changed_code": False})
+
+
+@contextlib.contextmanager
+def quiet(*loggers: str) -> Iterator[None]:
+    """MLflow's INFO lines while it logs the model ("Validating input example ..."): warnings still show."""
+    found = [logging.getLogger(name) for name in loggers]
+    levels = [logger.level for logger in found]
+    for logger in found:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for logger, level in zip(found, levels):
+            logger.setLevel(level)

@@ -455,8 +455,14 @@ class MlflowSink:
     def _work(self) -> None:
         """Drain the queue; send at most every `flush_interval_s` (each send is a database transaction or an
         HTTP request: doing one per record would compete with the training loop for the interpreter)."""
+        import logging
+
         from mlflow import MlflowClient
 
+        # "Creating initial MLflow database tables..." on a new sqlite store: a lesson's reader takes it for an error
+        store_log = logging.getLogger("mlflow.store.db.utils")
+        if store_log.level == logging.NOTSET:
+            store_log.setLevel(logging.WARNING)
         client = MlflowClient(tracking_uri=self.tracking_uri)
         backoff, next_send, deadline = 1.0, 0.0, None
         while True:
