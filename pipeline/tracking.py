@@ -206,40 +206,136 @@ class JsonlSink:
 
 # ------------------------------------------------------------------------------------------ TensorBoard
 class TensorBoardSink:
-    """TensorBoard event files under `logs/`. Tags are grouped: train/*, epoch/*, system/*, test/*; a finished
-    run also gets its training settings and test scores on TensorBoard's HParams tab.
+    """TensorBoard event files under `logs/`, in the Keras layout: TensorBoard overlays *runs* in one chart, never
+    two tags of one run, so train and validation of a metric are two run folders with the same tag.
 
-    `purge_step` makes TensorBoard discard events at or after that step left by an interrupted run."""
+        logs/             batch_loss, batch_learning_rate       x = global step (every --log-every batches)
+                          system/cpu_percent, system/process_cpu_percent, system/ram_used_mb,
+                          system/ram_percent, system/rss_mb, system/gpu<i>_<util_percent|mem_used_mb|...>
+                          and, for a finished run, its settings and scores on the HParams tab
+        logs/train/       epoch_loss, epoch_learning_rate, epoch_seconds, epoch_samples_per_second,
+                          epoch_data_seconds, epoch_compute_seconds                       x = epoch (1, 2, ...)
+        logs/validation/  epoch_loss, epoch_<metric> (epoch_accuracy, epoch_f1_macro, ...)  x = epoch
+        logs/test/        epoch_<metric>: one point, at the epoch whose weights the run keeps (best_epoch)
 
-    PREFIX = {"step": "train", "epoch": "epoch", "system": "system", "test": "test"}
+    So the `epoch_loss` chart has a train and a validation line (and `epoch_accuracy` a test dot on the kept
+    epoch). Left out: the epoch number as a value, constants (`ram_total_mb`, a GPU's `mem_total_mb`), the
+    `best_*` record (the validation line at best_epoch) and the test intervals (metrics.json and MLflow have them).
+
+    Each folder holds one x-axis, because TensorBoard's purge is per folder: a resumed run (`purge_step`: the
+    first global step it redoes) writes a restart marker in each folder at the first step it will write again,
+    the global step in `logs/`, the epoch in `train/` and `validation/` (from the run event's `start_epoch`),
+    and everything in `test/`, so every point is there once. Hparams keep their types (booleans as booleans,
+    numbers as numbers, the rest as text) and are written with the run's own writer (no extra run folder)."""
+
+    RUNS = ("train", "validation", "test")
+    CONSTANT = ("_total_mb",)  # system values that never change during a run
+    NAMES = {"train_loss": "loss", "lr": "learning_rate"}  # Keras's names
 
     def __init__(self, log_dir: Path, purge_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
+        self.log_dir = Path(log_dir)
+        self.resumed = purge_step is not None
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step, flush_secs=10)
+        self._runs: dict[str, Any] = {}   # train / validation / test writers, made when first needed
+        self._start_epoch = 0             # epochs already final when this process started
+        self._last_epoch = 0
+        self._best_epoch: int | None = None
         self._hparams: dict[str, Any] = {}
-        self._test: dict[str, float] = {}
+
+    def _run(self, name: str) -> Any:
+        """The writer of `logs/<name>/`; on a resume it first purges what the folder holds past the final part."""
+        if name not in self._runs:
+            from torch.utils.tensorboard import SummaryWriter
+
+            purge = None
+            if self.resumed:
+                purge = 0 if name == "test" else self._start_epoch + 1  # test scores are always made again
+            self._runs[name] = SummaryWriter(log_dir=str(self.log_dir / name), purge_step=purge, flush_secs=10)
+        return self._runs[name]
+
+    def _epoch_scalar(self, run: str, name: str, value: float, epoch: int) -> None:
+        tag = name if name.startswith("epoch_") else f"epoch_{name}"
+        self._run(run).add_scalar(tag, value, epoch)
 
     def log_dict(self, metrics: dict[str, Any], step: int, kind: str) -> None:
-        values = flatten_sample(metrics) if kind == "system" else numbers(metrics)
-        prefix = self.PREFIX.get(kind, kind)
-        for name, value in values.items():
-            self.writer.add_scalar(f"{prefix}/{name}", value, step)
-        if kind == "test":
-            self._test = values
-        if kind in ("epoch", "test"):
-            self.writer.flush()
+        if kind == "system":
+            for name, value in flatten_sample(metrics).items():
+                if not name.endswith(self.CONSTANT):
+                    self.writer.add_scalar(f"system/{name}", value, step)
+            return
+        values = numbers(metrics)
+        if kind == "step":
+            for name, value in values.items():
+                if name != "epoch":  # the x-axis is the global step; the epoch number is no metric
+                    self.writer.add_scalar(f"batch_{self.NAMES.get(name, name)}", value, step)
+        elif kind == "epoch":
+            epoch = int(values.pop("epoch", self._last_epoch + 1))
+            self._last_epoch = epoch
+            for name, value in values.items():
+                if name.startswith("val_"):
+                    self._epoch_scalar("validation", name[len("val_"):], value, epoch)
+                else:
+                    self._epoch_scalar("train", self.NAMES.get(name, name), value, epoch)
+            for run in ("train", "validation"):
+                if run in self._runs:
+                    self._runs[run].flush()
+        elif kind == "best":
+            self._best_epoch = int(values["best_epoch"]) if "best_epoch" in values else None
+        elif kind == "test":
+            at = self._best_epoch or self._last_epoch or self._start_epoch
+            for name, value in values.items():
+                if not name.endswith(("_ci_low", "_ci_high")):
+                    self._epoch_scalar("test", name.removeprefix("test_"), value, at)
+            self._run("test").flush()
 
     def log_event(self, record: dict[str, Any]) -> None:
         if record.get("type") == "run":  # the engine sends the settings without those a resume may change
             self._hparams = dict(record.get("hparams") or record.get("config") or {})
+            self._start_epoch = int(record.get("start_epoch") or 0)
+            if self.resumed and (self.log_dir / "test").is_dir():
+                self._run("test")  # drop the scores of the run being continued now, not only at its end
 
     def close(self, status: str) -> None:
         if status in status_lib.FINISHED and self._hparams:
-            clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in self._hparams.items()
-                     if v is not None}
-            self.writer.add_hparams(clean, {f"hparam/{k}": v for k, v in self._test.items()}, run_name="hparams")
-        self.writer.close()
+            for summary in hparams_summaries(self._hparams):
+                self.writer.file_writer.add_summary(summary)
+        for writer in [self.writer, *self._runs.values()]:
+            writer.close()
+
+
+def hparams_summaries(hparams: dict[str, Any]) -> list[Any]:
+    """The HParams tab's session start (the settings, typed) and end summaries for one finished run, to be written
+    by the run's own writer as PyTorch Lightning does (`SummaryWriter.add_hparams` makes a run folder of its own).
+
+    Built from TensorBoard's own protos, not torch's `summary.hparams`: that one stores booleans as 1.0 (a bool
+    is an int in Python). No experiment summary: TensorBoard uses the first one it finds for every run it shows,
+    while without one it derives the columns from all runs' settings and the scalars of their folders (what
+    Keras's hparams callback relies on too). Numbers are doubles in the protocol (the HParams table prints
+    5 significant digits: 64.000); integers stay exact, lists and mappings become their JSON text."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.compat.proto.tensor_pb2 import TensorProto
+    from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
+    from tensorboard.compat.proto.types_pb2 import DT_FLOAT
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+    start = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
+    for name, value in hparams.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):  # before int: True is an int too
+            start.hparams[name].bool_value = value
+        elif isinstance(value, (int, float)):
+            start.hparams[name].number_value = value
+        else:
+            start.hparams[name].string_value = value if isinstance(value, str) else fileio.dumps_strict(value)
+    end = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS, end_time_secs=time.time())
+    empty = TensorProto(dtype=DT_FLOAT, tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=0)]))
+    pieces = ((metadata.SESSION_START_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_start_info=start)),
+              (metadata.SESSION_END_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_end_info=end)))
+    return [Summary(value=[Summary.Value(tag=tag, tensor=empty, metadata=metadata.create_summary_metadata(data))])
+            for tag, data in pieces]
 
 
 # ----------------------------------------------------------------------------------------------- MLflow

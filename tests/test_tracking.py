@@ -171,9 +171,11 @@ def test_tensorboard_events_are_readable(penguins_dir: Path, tmp_path: Path):
               log=lambda m: None)
     events = EventAccumulator(str(tmp_path / "s" / "logs"))
     events.Reload()
-    tags = set(events.Tags()["scalars"])
-    assert {"train/loss", "epoch/train_loss", "epoch/val_loss", "epoch/val_accuracy", "system/rss_mb"} <= tags
-    assert [e.step for e in events.Scalars("epoch/val_loss")] == [8, 16]
+    assert {"batch_loss", "system/rss_mb"} <= set(events.Tags()["scalars"])  # x = global step
+    validation = EventAccumulator(str(tmp_path / "s" / "logs" / "validation"))
+    validation.Reload()
+    assert {"epoch_loss", "epoch_accuracy"} <= set(validation.Tags()["scalars"])  # x = epoch (test_tensorboard.py)
+    assert [e.step for e in validation.Scalars("epoch_loss")] == [1, 2]
 
 
 def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
