@@ -224,6 +224,11 @@ SAMPLER_WRONG = {
                        order="torch.manual_seed(self.seed * 1000 + self.epoch); order = torch.randperm(self.n)"),
     "drops-the-last-batch": dict(length="self.n // self.batch_size", stop="self.n - self.n % self.batch_size", order=GOOD_ORDER),
     "floor-length": dict(length="self.n // self.batch_size", stop="self.n", order=GOOD_ORDER),
+    # right for 103 rows in batches of 10, one too many for an exact multiple (100 rows: 11, not 10)
+    "floor-plus-one-length": dict(length="self.n // self.batch_size + 1", stop="self.n", order=GOOD_ORDER),
+    # the same mistake in both halves: an empty batch after the last full one of an exact multiple
+    "empty-batch-on-exact-multiples": dict(length="self.n // self.batch_size + 1",
+                                           stop="(self.n // self.batch_size + 1) * self.batch_size", order=GOOD_ORDER),
     "ignores-the-epoch": dict(length="math.ceil(self.n / self.batch_size)", stop="self.n",
                               order="order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1000))"),
 }
@@ -232,6 +237,11 @@ SAMPLER_WRONG = {
 @pytest.mark.parametrize("name", list(SAMPLER_WRONG))
 def test_sampler_check_rejects(notebook, name):
     rejects(notebook, 4, DATASET_OK + SAMPLER.format(**SAMPLER_WRONG[name]))
+
+
+def test_sampler_check_names_the_exact_multiple_that_n_over_bs_plus_one_gets_wrong(notebook):
+    message = rejects(notebook, 4, DATASET_OK + SAMPLER.format(**SAMPLER_WRONG["floor-plus-one-length"]))
+    assert "SeededBatchSampler(100, 10" in message and "expected 10" in message and "got 11" in message, message
 
 
 def test_dataset_check_rejects_float64_rows_and_lost_order(notebook):

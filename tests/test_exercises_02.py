@@ -179,7 +179,7 @@ def test_stop_check_accepts_a_wait_counter(notebook):
 # ------------------------------------------------------------------------------------ 4. model + sink in the engine
 ENGINE = """
 def build(n_features, n_outputs, width=32):
-    return nn.Sequential(nn.Linear(n_features, {width}), nn.ReLU(), nn.Linear({width}, n_outputs))
+    return nn.Sequential(nn.Linear(n_features, {width}), {activation}nn.Linear({width}, n_outputs))
 
 class ValLossSink:
     def __init__(self):
@@ -200,8 +200,12 @@ def train_with(data_dir, save_dir, sink):
                                     progress="off"))
     return train.run(config, model_fn=build, sinks={sinks}, log=lambda message: None)
 """
-ENGINE_OK = dict(width="width", metric="val_loss", step_branch='elif kind == "step":', status="status", sinks="[sink]")
+ENGINE_OK = dict(width="width", activation="nn.ReLU(), ", metric="val_loss", step_branch='elif kind == "step":',
+                 status="status", sinks="[sink]")
 ENGINE_WRONG = {
+    # the parameter count of Linear -> ReLU -> Linear, but one affine map: the check must look at what it computes
+    "no-nonlinearity": {**ENGINE_OK, "activation": ""},
+    "another-activation": {**ENGINE_OK, "activation": "nn.Tanh(), "},
     "width-ignored": {**ENGINE_OK, "width": "32"},
     "train-loss-recorded": {**ENGINE_OK, "metric": "train_loss"},
     "every-record-counted-as-a-step": {**ENGINE_OK, "step_branch": "else:"},
@@ -212,6 +216,10 @@ ENGINE_WRONG = {
 @pytest.mark.parametrize("name", list(ENGINE_WRONG))
 def test_engine_check_rejects(notebook, name):
     rejects(notebook, 4, ENGINE.format(**ENGINE_WRONG[name]))
+
+
+def test_engine_check_says_a_network_without_activation_is_affine(notebook):
+    assert "affine" in rejects(notebook, 4, ENGINE.format(**ENGINE_WRONG["no-nonlinearity"]))
 
 
 def test_engine_check_accepts_a_module_class_and_a_dict_sink(notebook):
@@ -248,26 +256,29 @@ def test_engine_check_accepts_a_module_class_and_a_dict_sink(notebook):
 
 
 # ------------------------------------------------------------------------------------ 5. MLflow
-BEST_WRONG = {
-    "failed-runs-count": """
+# The store holds runs logged as the engine logs them: per-epoch val_loss/val_accuracy, then best_epoch,
+# best_val_loss and best_val_accuracy (the epoch each run kept). The right answer ranks by best_<metric>.
+BEST = """
 def best_run(tracking_uri, experiment, metric, higher_is_better):
     mlflow.set_tracking_uri(tracking_uri)
-    runs = mlflow.search_runs(experiment_names=[experiment], order_by=[f"metrics.{metric} {'DESC' if higher_is_better else 'ASC'}"])
+    runs = mlflow.search_runs({where}{finished}order_by=[f"metrics.{name} {{'DESC' if higher_is_better else 'ASC'}}"])
     return runs.iloc[0]["run_id"]
-""",
+"""
+BEST_OK = dict(where="experiment_names=[experiment], ", finished="filter_string=\"attributes.status = 'FINISHED'\", ",
+               name="best_{metric}")
+BEST_WRONG = {
+    # the old answer of this exercise: metrics.<metric> is the LAST epoch's value; lr=0.01 kept 0.30 and loses
+    "the-last-value": BEST.format(**{**BEST_OK, "name": "{metric}"}),
+    "failed-runs-count": BEST.format(**{**BEST_OK, "finished": ""}),
+    "every-experiment": BEST.format(**{**BEST_OK, "where": "search_all_experiments=True, "}),
     "always-ascending": """
 def best_run(tracking_uri, experiment, metric, higher_is_better):
     mlflow.set_tracking_uri(tracking_uri)
     runs = mlflow.search_runs(experiment_names=[experiment], filter_string="attributes.status = 'FINISHED'",
-                              order_by=[f"metrics.{metric} ASC"])
+                              order_by=[f"metrics.best_{metric} ASC"])
     return runs.iloc[0]["run_id"]
 """,
-    "every-experiment": """
-def best_run(tracking_uri, experiment, metric, higher_is_better):
-    mlflow.set_tracking_uri(tracking_uri)
-    runs = mlflow.search_runs(search_all_experiments=True, filter_string="attributes.status = 'FINISHED'")
-    return runs.sort_values(f"metrics.{metric}", ascending=not higher_is_better).iloc[0]["run_id"]
-""",
+    # the best value of any epoch is not the kept epoch's: lr=0.01's highest accuracy (0.84) is its last epoch's
     "best-value-ever-logged": """
 def best_run(tracking_uri, experiment, metric, higher_is_better):
     client = mlflow.MlflowClient(tracking_uri)
@@ -280,9 +291,20 @@ def best_run(tracking_uri, experiment, metric, higher_is_better):
 }
 
 
+def test_the_right_answer_is_the_template_with_best_names(notebook):
+    notebook.check(5, BEST.format(**BEST_OK))
+
+
 @pytest.mark.parametrize("name", list(BEST_WRONG))
 def test_best_run_check_rejects(notebook, name):
     rejects(notebook, 5, BEST_WRONG[name])
+
+
+def test_best_run_check_rejects_ranking_by_the_last_value(notebook):
+    """In the check's own store the run that reached val_loss 0.30 (and ended at 0.40) is the best: the answer that
+    ranks by the last value picks the 0.35 run, and the check must say so."""
+    message = rejects(notebook, 5, BEST_WRONG["the-last-value"])
+    assert "expected lr=0.01" in message and "got lr=0.001" in message, message
 
 
 def test_best_run_check_accepts_the_client_api(notebook):
@@ -290,7 +312,25 @@ def test_best_run_check_accepts_the_client_api(notebook):
     def best_run(tracking_uri, experiment, metric, higher_is_better):
         client = mlflow.MlflowClient(tracking_uri=tracking_uri)
         found = client.get_experiment_by_name(experiment)
-        runs = [r for r in client.search_runs([found.experiment_id]) if r.info.status == "FINISHED" and metric in r.data.metrics]
+        kept = f"best_{metric}"                    # the value of the epoch the run kept
+        runs = [r for r in client.search_runs([found.experiment_id]) if r.info.status == "FINISHED" and kept in r.data.metrics]
         sign = 1 if higher_is_better else -1
-        return max(runs, key=lambda r: sign * r.data.metrics[metric]).info.run_id
+        return max(runs, key=lambda r: sign * r.data.metrics[kept]).info.run_id
+    """)
+
+
+def test_best_run_check_accepts_the_kept_epoch_read_from_the_history(notebook):
+    """Without the best_* metrics: find each run's kept epoch (lowest val_loss, the first on ties) in its history
+    and read the metric there. Longer, but it ranks the same models."""
+    notebook.check(5, """
+    def best_run(tracking_uri, experiment, metric, higher_is_better):
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+        found = client.get_experiment_by_name(experiment)
+        scores = {}
+        for run in client.search_runs([found.experiment_id], filter_string="attributes.status = 'FINISHED'"):
+            history = lambda name: {m.step: m.value for m in client.get_metric_history(run.info.run_id, name)}
+            losses = history("val_loss")
+            kept = min(sorted(losses), key=losses.get)
+            scores[run.info.run_id] = history(metric)[kept]
+        return (max if higher_is_better else min)(scores, key=scores.get)
     """)

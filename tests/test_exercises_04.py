@@ -107,6 +107,9 @@ WRONG = {
         "bytes formatted into the f-string (b'...')": SECTION.format(**{**GOOD_SECTION, "data": "base64.b64encode(buffer.getvalue())"}),
         "the title not escaped": SECTION.format(**{**GOOD_SECTION, "name": "title"}),
         "the figure left open": SECTION.format(**{**GOOD_SECTION, "close": "pass"}),
+        "plt.close(): the current figure, not the section's": SECTION.format(**{**GOOD_SECTION, "close": "plt.close()"}),
+        "plt.close('all'): every figure, not only the section's": SECTION.format(
+            **{**GOOD_SECTION, "close": "plt.close('all')"}),
         "an SVG labelled as PNG": SECTION.format(**{**GOOD_SECTION, "fmt": "svg"}),
     },
     5: {
