@@ -157,3 +157,15 @@ def read_yaml_mapping(path: Path | str, *, what: str, example: str) -> dict[str,
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping such as {example!r}, not a {type(values).__name__}")
     return values
+
+
+def pid_alive(pid: int) -> bool:
+    """Is a process with this id running on this machine (a lock's or a trial's owner)? A process we may not
+    signal is alive."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True

@@ -247,7 +247,7 @@ def _remove_stale_staging(output_dir: Path) -> None:
     ours = {"schema.json"} | {f"{split}_{part}.npy" for split in SPLITS for part in ("X", "y")}
     for entry in output_dir.parent.iterdir():
         match = pattern.fullmatch(entry.name)
-        if not match or int(match.group(1)) == os.getpid() or _pid_alive(int(match.group(1))):
+        if not match or int(match.group(1)) == os.getpid() or fileio.pid_alive(int(match.group(1))):
             continue
         try:
             names = os.listdir(entry)
@@ -255,13 +255,3 @@ def _remove_stale_staging(output_dir: Path) -> None:
             continue
         if all(name in ours or name.startswith(".schema.json.") for name in names):
             shutil.rmtree(entry, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True

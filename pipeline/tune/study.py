@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import metrics
+from pipeline.fileio import pid_alive as alive
 from pipeline.errors import ConfigError
 from pipeline.tune.settings import LOCK_FILE, STUDY_FILE, WORKER_ENV, Log, TuneSettings
 
@@ -82,16 +83,6 @@ def folder_lock(study_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def recover(study: Any, log: Log) -> list[int]:
