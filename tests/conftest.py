@@ -59,9 +59,25 @@ def _fast_tier_starts_no_process(request: pytest.FixtureRequest, monkeypatch: py
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _sandbox_mlflow(tmp_path_factory: pytest.TempPathFactory) -> None:
+def _sandbox_mlflow(tmp_path_factory: pytest.TempPathFactory) -> str:
     store = tmp_path_factory.mktemp("mlflow")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri = f"sqlite:///{store / 'mlflow.db'}"
+    return uri
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_put_back(_sandbox_mlflow: str):
+    """Each test starts on the session's sandbox store. `mlflow.set_tracking_uri` (an exercise's answer, a test
+    on the server) is process-wide and also sets $MLFLOW_TRACKING_URI: left as it was, a later test in this
+    process logs into a store that was another test's (a removed temporary one reads as "readonly database")."""
+    yield
+    os.environ["MLFLOW_TRACKING_URI"] = _sandbox_mlflow
+    if "mlflow" in sys.modules:
+        import mlflow
+        from mlflow.tracking import fluent
+
+        mlflow.set_tracking_uri(_sandbox_mlflow)
+        fluent._active_experiment_id = None
 
 
 def script_env(**extra: str) -> dict[str, str]:

@@ -207,8 +207,9 @@ def test_sigkill_and_resume_leave_every_metric_on_the_server_exactly_once(mlflow
             return checkpoint.load_checkpoint(out / "last.pt")["state"]["global_step"]
         except Exception:
             return 0
-    for _ in range(3):
-        process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=script_env())
+    for attempt in range(3):
+        with open(tmp_path / f"stderr-{attempt}.txt", "wb") as stderr:
+            process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, env=script_env())
         start, deadline = last_step(), time.monotonic() + 120
         while time.monotonic() < deadline and process.poll() is None and last_step() <= start:
             time.sleep(0.05)
@@ -221,7 +222,8 @@ def test_sigkill_and_resume_leave_every_metric_on_the_server_exactly_once(mlflow
     done = subprocess.run(cmd, capture_output=True, text=True, env=script_env(), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
-    assert len(m["run"]["resumed"]) >= 2
+    said = "\n".join(f"--- try {n}:\n" + (tmp_path / f"stderr-{n}.txt").read_text()[-1500:] for n in range(3))
+    assert len(m["run"]["resumed"]) >= 2, f"{m['run']['resumed']}\n{said}\n--- last:\n{done.stderr[-1500:]}"
     client = MlflowClient(mlflow_server)
     run_id = m["run"]["mlflow"]["run_id"]
     assert len(client.search_runs([client.get_experiment_by_name("kills").experiment_id])) == 1
