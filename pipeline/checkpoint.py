@@ -139,6 +139,8 @@ class TrainingState:
     started_at: str = ""
     mlflow_run_id: str | None = None
     run_name: str = ""
+    run_key: str = ""              # this training run's own id, from its first step: finds its MLflow run even when
+                                   # the process was killed before the server's answer reached a checkpoint
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -339,6 +339,9 @@ def hparams_summaries(hparams: dict[str, Any]) -> list[Any]:
 
 
 # ----------------------------------------------------------------------------------------------- MLflow
+RUN_KEY_TAG = "pipeline.run_key"  # the engine's own id of a training run, set on its MLflow run
+
+
 def configure_mlflow_http(timeout_s: int = 5, max_retries: int = 1) -> None:
     """Short timeouts and few retries, unless the user chose otherwise (MLflow's defaults block ~4 min)."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_s))
@@ -380,6 +383,7 @@ class MlflowSink:
         self._closing: str | None = None
         self._params = params  # None until known (the "run" event); logged once, on a run this sink created
         self._params_due = False
+        self._params_kept: dict[str, str] = {}  # on a run found again by its key: the values it already has
         self._started = time.monotonic()
         self._tags = dict(tags or {})
         self._late_tags: dict[str, str] = {}  # known only at the end (the verdict): set before the run closes
@@ -459,6 +463,15 @@ class MlflowSink:
                               "another --tracking-uri?); starting a new run there with everything the local logs "
                               "hold", stacklevel=2)
                 self.run_id = None
+        if self.run_id is None and self._tags.get(RUN_KEY_TAG):
+            # killed after the server made the run but before a checkpoint held its id: that run, not a second one
+            experiment = client.get_experiment_by_name(self.experiment_name)
+            found = [] if experiment is None else client.search_runs(
+                [experiment.experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{self._tags[RUN_KEY_TAG]}'",
+                order_by=["attributes.start_time ASC"], max_results=1)
+            if found:
+                run, self.run_id = found[0], found[0].info.run_id
+                self._params_due, self._params_kept = True, dict(run.data.params)  # those it lacks, if any
         if self.run_id is not None:
             self.experiment_id = run.info.experiment_id
             client.update_run(self.run_id, status="RUNNING")
@@ -500,7 +513,7 @@ class MlflowSink:
     def _log_params(self, client: Any) -> None:
         from mlflow.entities import Param
 
-        params = [Param(k, str(v)[:6000]) for k, v in sorted((self._params or {}).items())]
+        params = [Param(k, str(v)[:6000]) for k, v in sorted((self._params or {}).items()) if k not in self._params_kept]
         for i in range(0, len(params), 100):
             client.log_batch(self.run_id, params=params[i:i + 100])
         self._params_due = False

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -128,7 +129,8 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
 
         # 3. restore, or start fresh
         if resume is None:
-            state = TrainingState(started_at=runtime.now(), run_name=config.run_name or save_dir.resolve().name)
+            state = TrainingState(started_at=runtime.now(), run_name=config.run_name or save_dir.resolve().name,
+                                  run_key=uuid.uuid4().hex)
         else:
             state = continue_state(checkpoints.restore(resume.payload), resume, log, world=world)
 
@@ -504,7 +506,8 @@ def open_tracking(config: TrainConfig, *, save_dir: Path, state: TrainingState, 
             RunDir(save_dir).logs, resume_step=state.global_step if resumed else None, tensorboard=config.tensorboard,
             mlflow=config.mlflow, tracking_uri=config.tracking_uri, experiment_name=config.experiment_name,
             run_name=state.run_name, mlflow_run_id=state.mlflow_run_id,
-            tags={"pipeline.save_dir": str(save_dir.resolve()), "pipeline.task": dataset.task}, extra=sinks)
+            tags={"pipeline.save_dir": str(save_dir.resolve()), "pipeline.task": dataset.task,
+                  **({tracking.RUN_KEY_TAG: state.run_key} if state.run_key else {})}, extra=sinks)
     else:
         tracker = tracking.Tracker([])
     sampler = start_sampler(config.system_interval if world.main else 0, tracker, lambda: state.global_step)

@@ -163,6 +163,35 @@ def test_failed_and_interrupted_runs_end_with_the_right_mlflow_status(mlflow_ser
         assert MlflowClient(mlflow_server).get_run(sink.run_id).info.status == theirs
 
 
+def test_a_run_killed_before_a_checkpoint_held_its_mlflow_id_is_found_again_by_its_key(tmp_path: Path):
+    """The server made the run, then the process died before a checkpoint recorded the run's id: the resume
+    (same run key, no id) logs into that run, adding only the params it lacks; another key gets its own run."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    killed = tracking.MlflowSink(uri, "keys", "r", tags={tracking.RUN_KEY_TAG: "k1"}, params={"lr": 0.1, "epochs": 3})
+    killed.log_dict({"loss": 1.0}, 1, "step")
+    assert killed.connected.wait(60)
+    client = MlflowClient(uri)
+    deadline = time.monotonic() + 30
+    while "lr" not in client.get_run(killed.run_id).data.params and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # ... and it is never closed: a SIGKILL. Its resume, with --epochs raised (a resumable setting):
+    resumed = tracking.MlflowSink(uri, "keys", "r", tags={tracking.RUN_KEY_TAG: "k1"},
+                                  params={"lr": 0.1, "epochs": 5, "seed": 1})
+    resumed.log_dict({"loss": 0.5}, 2, "step")
+    resumed.close("completed")
+    other = tracking.MlflowSink(uri, "keys", "r", tags={tracking.RUN_KEY_TAG: "k2"})
+    other.close("completed")
+    assert resumed.run_id == killed.run_id != other.run_id
+    experiment = client.get_experiment_by_name("keys").experiment_id
+    assert len(client.search_runs([experiment])) == 2
+    run = client.get_run(resumed.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {"lr": "0.1", "epochs": "3", "seed": "1"}  # kept as created, the missing one added
+    assert _history(client, run.info.run_id, "step_loss") == [(1, 1.0), (2, 0.5)]
+
+
 def test_tensorboard_events_are_readable(penguins_dir: Path, tmp_path: Path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
