@@ -189,6 +189,22 @@ def test_large_file_reads_fast_path(tmp_path: Path):
     assert len(loaded.frame) == 20_000 and pd.api.types.is_float_dtype(loaded.frame["a"])
 
 
+def test_a_count_with_a_capped_level_is_refused_as_numeric_and_taken_whole_under_categorical(tmp_path: Path):
+    """mlmRev's Contraception: living children 0, 1, 2 and '3+'. Judged, it is a numeric column with bad cells
+    (the message says how to say otherwise); under --categorical its four values are four levels."""
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"age": rng.normal(30, 5, 300).round(1), "livch": rng.choice(["0", "1", "2", "3+"], 300),
+                  "use": rng.choice(["N", "Y"], 300)}).to_csv(tmp_path / "c.csv", index=False)
+    with pytest.raises(DataError, match=r"column 'livch' is numeric but .* e\.g\. '3\+'\); fix or blank those "
+                                        r"cells, or pass --categorical livch if its values are categories$"):
+        data.prepare_dataset(tmp_path / "c.csv", tmp_path / "judged")
+    data.prepare_dataset(tmp_path / "c.csv", tmp_path / "p", categorical=("livch",))
+    schema = json.loads((tmp_path / "p" / "schema.json").read_text())
+    assert schema["features"]["categorical"] == ["livch"]
+    assert sorted(n for n in schema["features"]["processed"] if n.startswith("livch=")) == [
+        "livch=0", "livch=1", "livch=2", "livch=3+"]
+
+
 def test_garbage_after_the_sampled_rows_is_still_reported_with_its_row(tmp_path: Path):
     """Big files parse floats as float32 using the first rows' types; a bad cell further down must still be
     caught, by row, not coerced to NaN."""

@@ -113,8 +113,9 @@ def _inspect_column(series: pd.Series, column: str, source: Path | str, *, categ
     if not len(uniques):
         return "dropped", "all values missing", {}
     facts = {"missing": int(np.count_nonzero(codes < 0))}
-    if not pd.api.types.is_bool_dtype(series):
-        _refuse_numbers_with_garbage(series, codes, uniques, column, source)
+    if not categorical and not pd.api.types.is_bool_dtype(series):  # --categorical: '3+' beside 0, 1, 2 is a level
+        _refuse_numbers_with_garbage(series, codes, uniques, column, source,
+                                     hint=f", or pass --categorical {column} if its values are categories")
     if len(uniques) == 1:
         return "dropped", "constant (one distinct value)", facts
     if not categorical and not pd.api.types.is_bool_dtype(series):

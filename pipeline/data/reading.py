@@ -312,8 +312,9 @@ def _refuse_beyond_float32(values: np.ndarray, column: str, source: Path | str, 
 
 
 def _refuse_numbers_with_garbage(series: pd.Series, codes: np.ndarray, uniques: Any, column: str,
-                                 source: Path | str) -> None:
-    """A text column whose values are mostly numbers is a numeric column with bad cells: name them.
+                                 source: Path | str, hint: str = "") -> None:
+    """A text column whose values are mostly numbers is a numeric column with bad cells: name them (`hint`: what
+    else the user may do, appended to the message).
 
     Judged on the distinct values (factorize codes), not row by row: fast on big files."""
     parsed = pd.to_numeric(pd.Series(np.asarray(uniques, dtype=object)), errors="coerce").to_numpy()
@@ -333,7 +334,7 @@ def _refuse_numbers_with_garbage(series: pd.Series, codes: np.ndarray, uniques: 
         where = f"row {len(garbage)}, the last row: a totals or footer line? delete it"
     raise DataError(
         f"{source}: column '{column}' is numeric but has {int(garbage.sum())} non-numeric value(s) "
-        f"({where}, e.g. {_clip(repr(series[garbage].iloc[0]), 40)}); fix or blank those cells")
+        f"({where}, e.g. {_clip(repr(series[garbage].iloc[0]), 40)}); fix or blank those cells{hint}")
 
 
 def _read_header(path: Path | str, encoding: str, delimiter: str) -> list[str]:
