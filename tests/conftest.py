@@ -59,10 +59,19 @@ def _fast_tier_starts_no_process(request: pytest.FixtureRequest, monkeypatch: py
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _sandbox_mlflow(tmp_path_factory: pytest.TempPathFactory) -> str:
+def _sandbox_mlflow(tmp_path_factory: pytest.TempPathFactory):
     store = tmp_path_factory.mktemp("mlflow")
     os.environ["MLFLOW_TRACKING_URI"] = uri = f"sqlite:///{store / 'mlflow.db'}"
-    return uri
+    before = _checkout_mlflow_files()
+    yield uri
+    wrote = sorted(_checkout_mlflow_files() - before)
+    assert not wrote, f"tests wrote MLflow files into the checkout: {wrote[:5]}"
+
+
+def _checkout_mlflow_files() -> set[str]:
+    """What MLflow keeps in the checkout when nothing says where (a user's own runs are left as they are)."""
+    found = {str(p) for name in ("mlruns", "mlartifacts") for p in (ROOT / name).rglob("*")}
+    return found | {str(p) for p in ROOT.glob("mlflow.db*")}
 
 
 @pytest.fixture(autouse=True)

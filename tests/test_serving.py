@@ -29,6 +29,13 @@ ENGINE = {"tensorboard": False, "system_interval": 0, "progress": "off", "baseli
           "resume": "never"}
 
 
+def scratch_experiment(tmp_path: Path) -> str:
+    """An experiment with its artefacts under tmp_path (the store's Default one keeps them in ./mlruns: the checkout)."""
+    import mlflow
+
+    return mlflow.create_experiment(f"serving-{tmp_path.name}", artifact_location=(tmp_path / "artifacts").as_uri())
+
+
 def trained(data_dir: Path, save_dir: Path) -> tuple[str, Path]:
     """A short run with the MLflow sink on (the session's sandboxed sqlite store): (model URI, model.safetensors)."""
     result = train.run(train.make_config(dict(data_dir=str(data_dir), save_dir=str(save_dir), **ENGINE)),
@@ -135,7 +142,7 @@ def test_a_date_column_is_one_raw_string_column(tmp_path: Path):
     weights = tmp_path / "s" / "model.safetensors"
     _, _, schema = predict.load_model(weights)
     assert schema["features"]["datetime"], "the test needs a date column"
-    with mlflow.start_run():
+    with mlflow.start_run(experiment_id=scratch_experiment(tmp_path)):
         info = serving.log_model(weights)
     inputs = {spec["name"]: spec["type"] for spec in info.signature.inputs.to_dict()}
     assert inputs == {"when": "string", "x": "any", "kind": "string"}
@@ -210,7 +217,7 @@ def test_a_changed_factory_is_refused_unless_trusted(penguins_dir: Path, tmp_pat
     train.run(train.make_config(dict(data_dir=str(penguins_dir), save_dir=str(tmp_path / "s"), **config)),
               log=lambda m: None)
     weights = tmp_path / "s" / "model.safetensors"
-    with mlflow.start_run():
+    with mlflow.start_run(experiment_id=scratch_experiment(tmp_path)):
         uri = serving.log_model(weights).model_uri
     first = load(uri).predict(pd.read_csv(BUNDLED_CSV))
     assert_same(first, predict.predict_csv(weights, BUNDLED_CSV), "classification")
