@@ -641,7 +641,8 @@ def export_model(path: Path, net: nn.Module, *, spec: dict[str, Any], schema: di
     """The weights as safetensors, with the model spec (how to rebuild it) and the data schema in its metadata."""
     from safetensors.torch import save as save_safetensors
 
-    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    # copies: safetensors refuses tensors that share memory (tied weights), and a copy of each loads back the same
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in net.state_dict().items()}
     metadata = {"model_spec": json.dumps(spec), "schema": json.dumps(schema), "format": "pipeline.model/1"}
     fileio.atomic_write_bytes(path, save_safetensors(tensors, metadata=metadata))
 

@@ -236,6 +236,35 @@ def test_python_api_model_fn_and_a_sink_of_ones_own(penguins_dir: Path, tmp_path
         train.run(train.make_config(dict(config.to_dict(), epochs=4)), model_fn=other_build, log=lambda m: None)
 
 
+class Tied(nn.Module):
+    """Two layers sharing one weight matrix (as tied embeddings do): state_dict holds it under two names."""
+
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.first, self.second = nn.Linear(n_features, n_features), nn.Linear(n_features, n_features)
+        self.second.weight = self.first.weight
+        self.head = nn.Linear(n_features, n_outputs)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.second(torch.relu(self.first(x)))))
+
+
+def build_tied(n_features, n_outputs):
+    return Tied(n_features, n_outputs)
+
+
+def test_a_model_with_tied_weights_exports_and_predicts_as_trained(penguins_dir: Path, tmp_path: Path):
+    result = train.run(train.make_config(dict(data_dir=str(penguins_dir), save_dir=str(tmp_path / "s"), epochs=2,
+                                              **FAST)), model_fn=build_tied, log=lambda m: None)
+    assert result.status == "completed"
+    net, _, _ = predict.load_model(tmp_path / "s" / "model.safetensors")
+    assert net.second.weight is net.first.weight  # still tied after loading
+    best = torch.load(tmp_path / "s" / "best.pt", weights_only=True)["model"]
+    assert torch.equal(net.first.weight, best["first.weight"]) and torch.equal(net.head.bias, best["head.bias"])
+    scored = predict.predict_csv(tmp_path / "s" / "model.safetensors", ROOT / "data" / "train.csv")
+    assert len(scored) == 344
+
+
 def test_predict_says_what_to_do_when_the_factory_is_gone(penguins_dir: Path, factory_file: Path, tmp_path: Path):
     moved = tmp_path / "gone.py"
     moved.write_text(factory_file.read_text())
