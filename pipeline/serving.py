@@ -21,6 +21,8 @@ since training is refused when the model loads, as `predict` refuses it, unless 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import warnings
@@ -118,6 +120,7 @@ def log_model(model_path: Path | str, *, register_as: str | None = None, name: s
 
     _, _, schema = predict.load_model(model_path)
     example = raw_example(schema)
+    weights = weights_identity(model_path)
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"pandas=={pd.__version__}",
                     f"numpy=={np.__version__}", f"safetensors=={safetensors.__version__}",
                     f"mlflow=={mlflow.__version__}"]
@@ -129,7 +132,26 @@ def log_model(model_path: Path | str, *, register_as: str | None = None, name: s
             artifacts={"model": str(model_path)},
             code_paths=[str(Path(pipeline.__file__).resolve().parent)], signature=raw_signature(schema, example),
             input_example=example, registered_model_name=register_as, pip_requirements=requirements,
-            model_config={"trust_changed_code": False})
+            model_config={"trust_changed_code": False}, tags={WEIGHTS_TAG: weights})
+
+
+WEIGHTS_TAG = "pipeline.weights_sha256"  # on the logged model: which model.safetensors it serves
+
+
+def weights_identity(model_path: Path | str) -> str:
+    """sha256 of a model.safetensors' tensors and metadata, in a fixed order (the file's own bytes are not: its
+    header's keys come in any order, so two exports of the same weights differ)."""
+    import torch
+    from safetensors import safe_open
+
+    digest = hashlib.sha256()
+    with safe_open(str(model_path), framework="pt") as handle:
+        digest.update(json.dumps(handle.metadata() or {}, sort_keys=True).encode())
+        for key in sorted(handle.keys()):
+            tensor = handle.get_tensor(key).contiguous()
+            digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager

@@ -398,6 +398,7 @@ class MlflowSink:
         self._model: dict[str, Any] | None = None
         self._warned = False
         self.dropped = 0
+        self.closed = False  # the server has the run's end (status, artefacts, model): its finish need not be redone
         self.connected = threading.Event()
         self._thread = threading.Thread(target=self._work, name="mlflow-sink", daemon=True)
         self._thread.start()
@@ -435,7 +436,7 @@ class MlflowSink:
         if self.run_id is None:
             return {}
         return {"mlflow": {"tracking_uri": self.tracking_uri, "experiment_id": self.experiment_id,
-                           "run_id": self.run_id}}
+                           "run_id": self.run_id, "closed": self.closed}}
 
     def close(self, status: str) -> None:
         self._queue.put(("close", MLFLOW_STATUS.get(status, "FINISHED")))
@@ -628,6 +629,7 @@ class MlflowSink:
                 self._warn(f"tag {key}", exc)
         try:
             client.set_terminated(self.run_id, status=status)
+            self.closed = True
         except Exception as exc:
             self._warn("ending the run", exc)
 
@@ -640,6 +642,12 @@ class MlflowSink:
         from mlflow.entities import DatasetInput, InputTag
 
         from pipeline import data, serving
+
+        weights = serving.weights_identity(event["path"])
+        logged = client.search_logged_models(experiment_ids=[self.experiment_id],
+                                             filter_string=f"source_run_id = '{self.run_id}'")
+        if any(m.tags.get(serving.WEIGHTS_TAG) == weights for m in logged):
+            return  # a finish redone after a kill that came once this model was logged (a longer run logs anew)
 
         X_train, y_train = data.load_processed(event["data_dir"], mmap=True).arrays["train"]
         with warnings.catch_warnings():  # MLflow cannot tell two local source types apart; either is right

@@ -459,9 +459,14 @@ def decide_resume(save_dir: Path, resume: str, *, settings: dict[str, Any], data
 
 
 def record_is_final(save_dir: Path) -> bool:
-    """metrics.json says the run finished (written last, after the final checkpoint and the status event)."""
+    """metrics.json says the run finished (written last, after the final checkpoint and the status event) and,
+    when it logged to MLflow, that the server took the run's end: a process killed between the two (a SIGKILL
+    of a whole torchrun job while finishing) has its finish redone, so the MLflow run does not stay RUNNING."""
     recorded = read_record(save_dir) or {}
-    return (recorded.get("run") or {}).get("status") in status_lib.FINISHED and bool(recorded["run"].get("ended_at"))
+    run = recorded.get("run") or {}
+    if run.get("status") not in status_lib.FINISHED or not run.get("ended_at"):
+        return False
+    return not (recorded.get("config") or {}).get("mlflow") or bool((run.get("mlflow") or {}).get("closed"))
 
 
 def _quiet(message: str) -> None:

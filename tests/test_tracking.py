@@ -192,6 +192,38 @@ def test_a_run_killed_before_a_checkpoint_held_its_mlflow_id_is_found_again_by_i
     assert _history(client, run.info.run_id, "step_loss") == [(1, 1.0), (2, 0.5)]
 
 
+def test_a_run_killed_between_its_final_record_and_the_mlflow_close_is_closed_by_the_same_command(
+        penguins_dir: Path, tmp_path: Path):
+    """metrics.json said "completed" but the MLflow run was still RUNNING (a SIGKILL between the two): the same
+    command redoes only the finish, and the run ends FINISHED with every value once; then there is nothing to do."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settings = dict(data_dir=str(penguins_dir), save_dir=str(tmp_path / "s"), epochs=2, tracking_uri=uri,
+                    experiment_name="closing", tensorboard=False, system_interval=0, progress="off", baselines=False)
+    first = train.run(train.make_config(settings), log=lambda m: None)
+    run_id = first.metrics["run"]["mlflow"]["run_id"]
+    assert first.metrics["run"]["mlflow"]["closed"] is True
+    client = MlflowClient(uri)
+    client.update_run(run_id, status="RUNNING")  # as the kill left it ...
+    record = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    record["run"]["mlflow"]["closed"] = False    # ... with the record written before the close
+    (tmp_path / "s" / "metrics.json").write_text(json.dumps(record))
+    said: list[str] = []
+    again = train.run(train.make_config(settings), log=said.append)
+    assert again.status == "completed" and not any(m.startswith("nothing to do") for m in said), said
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert again.metrics["run"]["mlflow"] == {**first.metrics["run"]["mlflow"], "closed": True}
+    assert len(client.search_runs([client.get_experiment_by_name("closing").experiment_id])) == 1
+    assert [p.step for p in client.get_metric_history(run_id, "val_loss")] == [e["step"] for e in record["epochs"]]
+    assert again.metrics["test"] == first.metrics["test"]
+    models = client.search_logged_models(experiment_ids=[client.get_run(run_id).info.experiment_id])
+    assert [m.source_run_id for m in models] == [run_id], "the model is logged once"
+    said.clear()
+    train.run(train.make_config(settings), log=said.append)
+    assert any(m.startswith("nothing to do") for m in said), said
+
+
 def test_tensorboard_events_are_readable(penguins_dir: Path, tmp_path: Path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
