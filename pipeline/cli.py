@@ -34,6 +34,29 @@ def guarded(body: Callable[[], int]) -> int:
         if os.environ.get("RANK", "0") == "0":
             print(f"error: {written_name(exc.filename)}: {exc.strerror}; {advice}", file=sys.stderr)
         return EXIT_USAGE
+    except RuntimeError as exc:
+        if not lost_peer(exc):
+            raise
+        if not os.environ.get(LAUNCHER_ENV):  # under pipeline.launch the launcher names the process that died
+            print(f"error: rank {os.environ.get('RANK', '?')}: another process of this torchrun job stopped "
+                  f"({str(exc).splitlines()[0][-120:]}); run the same command again to continue from the last "
+                  "checkpoint", file=sys.stderr)
+        return EXIT_FAILED
+
+
+LAUNCHER_ENV = "PIPELINE_LAUNCHER"  # set by `python -m pipeline.launch` for its workers
+
+
+def lost_peer(exc: RuntimeError) -> bool:
+    """A collective that failed because another process of the job is gone (killed, crashed): not a bug here."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and isinstance(exc, getattr(distributed, "DistNetworkError", ())):
+        return True
+    text = str(exc)
+    return any(sign in text for sign in ("Connection reset by peer", "Connection closed by peer", "Broken pipe",
+                                         "NCCL communicator was aborted", "remote process exited"))
 
 
 KEPT = "what was saved before is intact; run the same command again"

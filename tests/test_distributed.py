@@ -17,6 +17,7 @@ from conftest import ROOT, make_classification_csv, script_env
 from test_train import assert_same_training, strict_json
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+LAUNCH = [sys.executable, "-m", "pipeline.launch", "--standalone"]  # torchrun, ending as the project's CLIs end
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +211,50 @@ def test_a_rank_that_dies_ends_the_job_and_a_rerun_continues(ddp_dir: Path, refe
     done = _torchrun(2, _args(ddp_dir, out))
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_training(reference_ddp, out)
+
+
+def test_the_launcher_ends_with_the_workers_one_line_and_exit_code(ddp_dir: Path, reference_ddp: Path,
+                                                                    tmp_path: Path):
+    """torchrun prints ChildFailedError's traceback after a worker's one-line refusal and exits 1;
+    `python -m pipeline.launch` leaves the worker's line alone and exits with its code."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(reference_ddp, copy)
+    refused = subprocess.run([*LAUNCH, "--nproc_per_node=2", *_args(ddp_dir, copy, 6, "--learning-rate", "0.01")],
+                             capture_output=True, text=True, env=script_env(), timeout=300)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert refused.stderr.count("error: ") == 1 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+
+
+def test_sigterm_to_the_launcher_saves_every_rank_and_exits_143(ddp_dir: Path, reference_ddp: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    process = subprocess.Popen([*LAUNCH, "--nproc_per_node=2", *_args(ddp_dir, out)], env=script_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _wait_for_new_steps(out, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143 and "Traceback" not in stderr, stderr[-2000:]
+    assert checkpoint.load_checkpoint(out / "last.pt")["state"]["status"] == "interrupted"
+    done = subprocess.run([*LAUNCH, "--nproc_per_node=2", *_args(ddp_dir, out)], capture_output=True, text=True,
+                          env=script_env(), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_training(reference_ddp, out)
+
+
+def test_a_rank_killed_under_the_launcher_is_named_in_one_line(ddp_dir: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    process = subprocess.Popen([*LAUNCH, "--nproc_per_node=2", *_args(ddp_dir, out)], env=script_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _wait_for_new_steps(out, process)
+    workers = [p for p in psutil.Process(process.pid).children(recursive=True)
+               if "train_pipeline.py" in " ".join(p.cmdline())]
+    next(p for p in workers if p.environ().get("RANK") == "1").kill()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 137, stderr[-2000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "rank 1" in lines[0] and "SIGKILL" in lines[0], stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-2000:]
 
 
 def test_the_monitor_and_the_report_show_the_processes(reference_ddp: Path, tmp_path: Path):
