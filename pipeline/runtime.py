@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import IO, Any, Iterator
 
 import torch
@@ -102,11 +102,14 @@ class Interrupt:
 class SaveDirLock:
     """One run per save dir: a second process gets a clear error instead of corrupting the first."""
 
-    def __init__(self, save_dir: Path):
+    def __init__(self, save_dir: Path, *, made: Sequence[Path] = ()):
         self.path = Path(save_dir) / ".lock"
         self.handle: IO[str] | None = None
+        self.created = False
+        self.made = list(made)  # folders the run created, deepest first: removed again if it ends with nothing else
 
     def __enter__(self) -> "SaveDirLock":
+        self.created = not self.path.exists()
         handle = open(self.path, "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -123,8 +126,17 @@ class SaveDirLock:
         self.handle = handle
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self.handle is not None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if self.handle is None:
+            return
+        try:
+            if exc_type is not None and self.created:  # refused (or failed): the lock was this run's alone
+                self.path.unlink()
+                for folder in self.made:
+                    folder.rmdir()  # only while empty (OSError otherwise: then it stays)
+        except OSError:
+            pass
+        finally:
             self.handle.close()
 
 

@@ -81,9 +81,10 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
                                  world_size=world.size)
     has_val = dataset.arrays["val"][0].shape[0] > 0
     monitor_metric = metrics.monitored_metric(config.early_stopping_metric, dataset.task, has_validation=has_val)
-    save_dir = make_save_dir(Path(config.save_dir)) if world.main else Path(config.save_dir)
+    save_dir, made = make_save_dir(Path(config.save_dir)) if world.main else (Path(config.save_dir), [])
 
-    lock = runtime.SaveDirLock(save_dir) if world.main else contextlib.nullcontext()  # rank 0 owns the folder
+    # rank 0 owns the folder; a run refused before writing anything leaves no .lock (nor the folders it made)
+    lock = runtime.SaveDirLock(save_dir, made=made) if world.main else contextlib.nullcontext()
     # A signal from here on sets a flag: the loop saves at the next step boundary and stops (130/143).
     with distributed.joined(world, device), lock, runtime.determinism(config.deterministic, device), \
             runtime.Interrupt(shared=world.launched) as interrupt:
@@ -426,11 +427,13 @@ def build_parts(net: nn.Module, config: TrainConfig, *, task: str, y_train: np.n
                            accum_steps=config.grad_accum_steps, grad_clip=config.grad_clip)
 
 
-def make_save_dir(save_dir: Path) -> Path:
+def make_save_dir(save_dir: Path) -> tuple[Path, list[Path]]:
+    """The folder, made if missing; and the folders this made (deepest first), for a refusal to take back."""
     if save_dir.exists() and not save_dir.is_dir():
         raise ConfigError(f"{save_dir}: exists and is not a folder; choose another --save-dir")
+    made = [folder for folder in (save_dir, *save_dir.parents) if not folder.exists()]
     save_dir.mkdir(parents=True, exist_ok=True)
-    return save_dir
+    return save_dir, made
 
 
 def decide_resume(save_dir: Path, resume: str, *, settings: dict[str, Any], data_fingerprint: str,

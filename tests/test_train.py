@@ -448,3 +448,20 @@ def test_sigkill_at_random_points_then_rerun_is_exact(big_dir: Path, reference_r
     steps.Reload()
     reference_steps.Reload()  # the global-step axis is purged by its own step, each point once
     assert [e.step for e in steps.Scalars("batch_loss")] == [e.step for e in reference_steps.Scalars("batch_loss")]
+
+
+def test_a_refused_run_leaves_no_lock_and_no_folder_it_made(penguins_dir: Path, tmp_path: Path):
+    """Refused settings (checked once the folder is locked) leave nothing behind: not the .lock, not the folders
+    the run made for itself; a folder of the user's keeps exactly what it held."""
+    from pipeline.errors import ConfigError
+
+    bad = dict(data_dir=str(penguins_dir), epochs=1, model_args={"dropout": 5}, **FAST)
+    with pytest.raises(ConfigError, match="dropout must be in"):
+        train.run(train.make_config(dict(bad, save_dir=str(tmp_path / "new" / "deeper" / "run"))), log=lambda m: None)
+    assert not (tmp_path / "new").exists()
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="dropout must be in"):
+        train.run(train.make_config(dict(bad, save_dir=str(theirs))), log=lambda m: None)
+    assert sorted(p.name for p in theirs.iterdir()) == ["notes.txt"]
