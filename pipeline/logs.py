@@ -8,6 +8,22 @@ from typing import Any
 
 from pipeline import fileio
 
+# ------------------------------------------------------------------------------------ values for sinks
+def flatten_sample(sample: dict[str, Any]) -> dict[str, float]:
+    """A resource sample as flat numbers: `gpus: [{index: 0, util_percent: 93}]` -> `gpu0_util_percent: 93`."""
+    flat = {k: v for k, v in sample.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and k != "time"}
+    for gpu in sample.get("gpus") or []:
+        flat.update({f"gpu{gpu['index']}_{k}": v for k, v in gpu.items()
+                     if k not in ("index", "name") and isinstance(v, (int, float))})
+    return flat
+
+
+def numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numeric entries (what a metrics store can hold)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 # ------------------------------------------------------------------------------------- checking records
 def _number(value: Any) -> float | None:
     """A JSON number as a float (NaN/inf kept: a non-finite loss is news); None for anything else."""

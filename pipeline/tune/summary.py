@@ -9,6 +9,7 @@ from pipeline.tune.settings import Log, TuneSettings
 from pipeline.tune.study import counted, masked, storage_url
 from pipeline.tune.trials import describe, fit_trees
 
+
 class ParentRun:
     """The study's MLflow parent run (created once, its id kept in the study); each trial's run becomes its child."""
 
@@ -23,7 +24,8 @@ class ParentRun:
         self.run_id = study.user_attrs.get("mlflow_parent_run_id")
         if self.run_id is None:
             found = self.client.get_experiment_by_name(experiment)
-            experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+            experiment_id = found.experiment_id if found else self.client.create_experiment(  # artefacts beside the
+                experiment, artifact_location=tracking.artifact_root(self.uri))  # store, as the engine's runs have them
             run = self.client.create_run(experiment_id, run_name=f"{name} (tuning)",
                                          tags={"pipeline.study": name, "mlflow.note.content":
                                                f"Optuna study {name!r}: one child run per trial"})
