@@ -5,8 +5,9 @@ training run, with every epoch's and step's value once (the goal of issue 24: 20
 
 One `mlflow server` (as `make mlflow-server` starts it) on 127.0.0.1 for all trials. Each trial prepares a
 6,000-row table, starts `train_pipeline.py` (5 epochs, batch 16, steps logged every 3), and kills it with
-SIGKILL `--kills` times: once just after it starts (before the server's answer can reach a checkpoint), the
-others at a random moment of the next epoch. The same command then finishes the run. A trial passes when the
+SIGKILL `--kills` times: first right at its first checkpoint (the server's answer may not have reached it), then
+each time at a random moment of the epoch after the next checkpoint. (A kill before the first checkpoint has its
+own test: tests/test_tracking.py::test_a_run_killed_before_its_first_checkpoint_keeps_its_one_mlflow_run.) The same command then finishes the run. A trial passes when the
 experiment holds one run, FINISHED, whose val_loss and step_loss histories are the local logs' values, each once.
 """
 from __future__ import annotations

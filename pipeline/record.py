@@ -57,7 +57,7 @@ class RunRecord:
             system["data_wait_fraction"] = round(data_s / total_s, 4) if total_s else None
         return {
             "schema_version": SCHEMA_VERSION,
-            "run": {"name": s.run_name, "status": s.status, "started_at": s.started_at, "ended_at": self.ended_at,
+            "run": {"name": s.run_name, "key": s.run_key, "status": s.status, "started_at": s.started_at, "ended_at": self.ended_at,
                     "message": self.message, "device": self.device, "amp": self.amp,
                     "pid": os.getpid(), "host": tracking.host_name(), "resumed": s.resumed,
                     "world_size": self.world_size,

@@ -118,7 +118,9 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
                                                         "arrays_sha256": arrays_sha,
                                                         "model_spec": spec})
 
-        # 2. where to resume: decided by rank 0, before anything is written
+        # 2. where to resume: decided by rank 0, before anything is written (and before an earlier run that left
+        #    no checkpoint is cleared: its key, so that its MLflow run becomes this one's, not an orphan)
+        earlier_key = unfinished_run_key(save_dir, settings) if world.main else None
         resume = decide_resume(save_dir, config.resume, settings=settings,
                                data_fingerprint=dataset.schema["data_sha256"], arrays_fingerprint=arrays_sha,
                                world=world, log=log)
@@ -131,7 +133,7 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
         # 3. restore, or start fresh
         if resume is None:
             state = TrainingState(started_at=runtime.now(), run_name=config.run_name or save_dir.resolve().name,
-                                  run_key=uuid.uuid4().hex)
+                                  run_key=earlier_key or uuid.uuid4().hex)
         else:
             state = continue_state(checkpoints.restore(resume.payload), resume, log, world=world)
 
@@ -459,6 +461,19 @@ def decide_resume(save_dir: Path, resume: str, *, settings: dict[str, Any], data
     if world.main or chosen is None:
         return found
     return checkpoint.Resume(Path(chosen), checkpoint.load_checkpoint(Path(chosen)))
+
+
+def unfinished_run_key(save_dir: Path, settings: dict[str, Any]) -> str | None:
+    """The run key of an earlier run in `save_dir` that was killed before its first checkpoint, with the same
+    settings: the fresh start takes it over, and with it the MLflow run that process may have created (it sent
+    only the params, the same ones: values wait for a checkpoint). None otherwise."""
+    if checkpoint.candidates(save_dir):
+        return None
+    recorded = read_record(save_dir) or {}
+    key = (recorded.get("run") or {}).get("key")
+    if not isinstance(key, str) or not key or recorded.get("config") != json.loads(json.dumps(settings)):
+        return None
+    return key
 
 
 def record_is_final(save_dir: Path) -> bool:

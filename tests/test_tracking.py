@@ -295,6 +295,46 @@ def test_sigkill_and_resume_leave_every_metric_on_the_server_exactly_once(mlflow
 
 
 @pytest.mark.slow
+def test_a_run_killed_before_its_first_checkpoint_keeps_its_one_mlflow_run(tmp_path: Path):
+    """SIGKILL after the MLflow run exists but before any checkpoint: the same command starts afresh (nothing to
+    continue) and takes over that run by its key, so the experiment ends with one FINISHED run, not an orphan."""
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    from conftest import ROOT, make_classification_csv, script_env
+    from pipeline import data
+
+    data.prepare_dataset(make_classification_csv(tmp_path / "t.csv", rows=20000, seed=3, n_numeric=10),
+                         tmp_path / "prepared", seed=1)
+    uri, out = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "solutions" / "train_pipeline.py"), "--data-dir", str(tmp_path / "prepared"),
+           "--epochs", "2", "--batch-size", "4", "--save-dir", str(out), "--tracking-uri", uri,
+           "--experiment-name", "early", "--no-baselines", "--system-interval", "0"]
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=script_env())
+    client, deadline, runs = MlflowClient(uri), time.monotonic() + 120, []
+    while time.monotonic() < deadline and process.poll() is None and not runs:
+        experiment = client.get_experiment_by_name("early") if (tmp_path / "mlflow.db").exists() else None
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        time.sleep(0.1)
+    process.kill()
+    process.wait(timeout=60)
+    assert runs, "the MLflow run was not created in time"
+    assert not (out / "last.pt").exists(), "the first checkpoint came before the kill: the test needs a longer epoch"
+    done = subprocess.run(cmd, capture_output=True, text=True, env=script_env(), timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "left no checkpoint; starting afresh" in done.stdout + done.stderr
+    after = client.search_runs([client.get_experiment_by_name("early").experiment_id])
+    assert [r.info.run_id for r in after] == [runs[0].info.run_id]
+    assert after[0].info.status == "FINISHED"
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["run"]["mlflow"]["run_id"] == runs[0].info.run_id
+    assert _history(client, runs[0].info.run_id, "val_loss") == [(e["step"], round(e["val_loss"], 6))
+                                                                 for e in m["epochs"]]
+
+
+@pytest.mark.slow
 def test_resuming_with_another_tracking_uri_starts_a_run_there_with_the_whole_history(penguins_dir: Path,
                                                                                      tmp_path: Path):
     from mlflow import MlflowClient
