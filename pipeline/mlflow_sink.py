@@ -9,6 +9,7 @@ model only if its weights are not there yet.
 """
 from __future__ import annotations
 
+import getpass
 import os
 import queue
 import subprocess
@@ -166,8 +167,7 @@ class MlflowSink:
         else:
             experiment = client.get_experiment_by_name(self.experiment_name)
             self.experiment_id = (experiment.experiment_id if experiment is not None
-                                  else client.create_experiment(self.experiment_name,
-                                                                artifact_location=artifact_root(self.tracking_uri)))
+                                  else create_experiment(client, self.experiment_name, self.tracking_uri))
             run = client.create_run(self.experiment_id, run_name=self.run_name, tags={**source_tags(), **self._tags})
             self.run_id = run.info.run_id
             self._params_due = True  # a resumed run keeps the values it was created with
@@ -367,14 +367,29 @@ def artifact_root(tracking_uri: str) -> str | None:
     return (database.resolve().parent / "mlartifacts").as_uri()
 
 
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
+def create_experiment(client: Any, name: str, tracking_uri: str) -> str:
+    """A new experiment with its artefacts beside a sqlite store, and the kind MLflow's UI reads to open it on
+    training runs (without it, MLflow 3's UI opens an experiment on its GenAI traces overview)."""
+    return client.create_experiment(name, artifact_location=artifact_root(tracking_uri),
+                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+
+
 def source_tags() -> dict[str, str]:
-    """MLflow's source tags for this process: the script (or "python" in a notebook) and its git commit."""
+    """MLflow's source tags for this process: the script (or "python" in a notebook), its git commit, and the
+    user (the UI's "Created by", which MLflow's client API leaves empty)."""
     script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
     tags = {"mlflow.source.type": "LOCAL",
             "mlflow.source.name": str(script) if script is not None and script.is_file() else "python"}
     commit = git_commit(script.parent if script is not None and script.is_file() else Path.cwd())
     if commit:
         tags["mlflow.source.git.commit"] = commit
+    try:
+        tags["mlflow.user"] = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        pass
     return tags
 
 

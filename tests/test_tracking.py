@@ -192,6 +192,24 @@ def test_a_run_killed_before_a_checkpoint_held_its_mlflow_id_is_found_again_by_i
     assert _history(client, run.info.run_id, "step_loss") == [(1, 1.0), (2, 0.5)]
 
 
+def test_the_experiment_opens_on_training_runs_and_a_run_says_who_made_it(tmp_path: Path):
+    """MLflow 3's UI opens an experiment without a kind on its GenAI traces overview, and shows "Created by -"
+    for a run made through the client API without mlflow.user."""
+    import getpass
+
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sink = tracking.MlflowSink(uri, "kinds", "r")
+    sink.log_dict({"loss": 1.0}, 1, "step")
+    sink.close("completed")
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("kinds")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.artifact_location == (tmp_path / "mlartifacts").as_uri()
+    assert client.get_run(sink.run_id).data.tags["mlflow.user"] == getpass.getuser()
+
+
 def test_a_run_killed_between_its_final_record_and_the_mlflow_close_is_closed_by_the_same_command(
         penguins_dir: Path, tmp_path: Path):
     """metrics.json said "completed" but the MLflow run was still RUNNING (a SIGKILL between the two): the same

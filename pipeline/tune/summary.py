@@ -16,7 +16,7 @@ class ParentRun:
     def __init__(self, tracking_uri: str | None, experiment: str, study: Any, *, name: str, log: Log):
         from mlflow.tracking import MlflowClient
 
-        from pipeline import tracking
+        from pipeline import mlflow_sink, tracking
 
         tracking.configure_mlflow_http()
         self.uri = tracking_uri or tracking.default_tracking_uri()
@@ -24,8 +24,8 @@ class ParentRun:
         self.run_id = study.user_attrs.get("mlflow_parent_run_id")
         if self.run_id is None:
             found = self.client.get_experiment_by_name(experiment)
-            experiment_id = found.experiment_id if found else self.client.create_experiment(  # artefacts beside the
-                experiment, artifact_location=tracking.artifact_root(self.uri))  # store, as the engine's runs have them
+            experiment_id = (found.experiment_id if found
+                             else mlflow_sink.create_experiment(self.client, experiment, self.uri))
             run = self.client.create_run(experiment_id, run_name=f"{name} (tuning)",
                                          tags={"pipeline.study": name, "mlflow.note.content":
                                                f"Optuna study {name!r}: one child run per trial"})
