@@ -352,10 +352,27 @@ class MlflowSink:
             mlflow.set_tracking_uri(self.tracking_uri)
             fluent._active_experiment_id = None
             with mlflow.start_run(run_id=self.run_id):
-                serving.log_model(event["path"], register_as=event.get("register_as"))
+                # MLflow gives a logged model the run's metrics at its `step`: at 0 those are the baselines'.
+                # No metric has step -1, so none comes along; the network's own scores are attached below
+                info = serving.log_model(event["path"], register_as=event.get("register_as"), step=-1)
         finally:
             mlflow.set_tracking_uri(uri)
             fluent._active_experiment_id = experiment
+        self._attach_scores(client, info.model_id)
+
+    def _attach_scores(self, client: Any, model_id: str) -> None:
+        """The network's test scores (with their intervals) and the kept epoch's best_* values as the logged
+        model's metrics (the Model metrics tab), as MLflow's own log_model links them: each latest value again,
+        with the model's id."""
+        from mlflow.entities import Metric
+
+        attach = []
+        for key in client.get_run(self.run_id).data.metrics:
+            if key.startswith(("test_", "best_")):
+                latest = max(client.get_metric_history(self.run_id, key), key=lambda m: (m.step, m.timestamp))
+                attach.append(Metric(key, latest.value, latest.timestamp, latest.step, model_id=model_id))
+        for i in range(0, len(attach), 1000):
+            client.log_batch(self.run_id, metrics=attach[i:i + 1000])
 
 
 def artifact_root(tracking_uri: str) -> str | None:

@@ -111,8 +111,9 @@ def _is_text(series: pd.Series) -> bool:
     return series.dtype.kind == "O" or isinstance(series.dtype, pd.StringDtype)
 
 
-def log_model(model_path: Path | str, *, register_as: str | None = None, name: str = "model") -> Any:
-    """Log the pyfunc model to the active MLflow run; returns MLflow's ModelInfo. The caller sets the run."""
+def log_model(model_path: Path | str, *, register_as: str | None = None, name: str = "model", step: int = 0) -> Any:
+    """Log the pyfunc model to the active MLflow run; returns MLflow's ModelInfo. The caller sets the run.
+    `step`: MLflow links the run's metrics logged at this step to the model."""
     import safetensors
     import torch
 
@@ -132,7 +133,7 @@ def log_model(model_path: Path | str, *, register_as: str | None = None, name: s
             artifacts={"model": str(model_path)},
             code_paths=[str(Path(pipeline.__file__).resolve().parent)], signature=raw_signature(schema, example),
             input_example=example, registered_model_name=register_as, pip_requirements=requirements,
-            model_config={"trust_changed_code": False}, tags={WEIGHTS_TAG: weights})
+            model_config={"trust_changed_code": False}, tags={WEIGHTS_TAG: weights}, step=step)
 
 
 WEIGHTS_TAG = "pipeline.weights_sha256"  # on the logged model: which model.safetensors it serves

@@ -122,6 +122,12 @@ def test_real_server_run_params_metrics_artifacts_and_resume_reattaches(mlflow_s
     served = mlflow.pyfunc.load_model(latest.model_uri).predict(raw)
     assert served["prediction"].tolist() == predict.predict_csv(tmp_path / "s" / "model.safetensors",
                                                                 BUNDLED_CSV)["prediction"].tolist()
+    # the Model metrics tab: the network's own scores and the kept epoch's, not the ten baselines'
+    on_model = {m.key: m.value for m in client.get_logged_model(latest.model_id).metrics}
+    assert on_model["test_balanced_accuracy"] == pytest.approx(m["test"]["balanced_accuracy"])
+    assert on_model["test_balanced_accuracy_ci_low"] == pytest.approx(low)
+    assert on_model["best_val_loss"] == pytest.approx(m["best"]["values"]["best_val_loss"])
+    assert not [k for k in on_model if k.startswith("baseline_")]
     versions = client.search_model_versions("name='penguin-classifier'")
     assert versions and {v.run_id for v in versions} == {run_id}  # registered, from this run
 
