@@ -12,6 +12,7 @@ from __future__ import annotations
 import getpass
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -46,8 +47,8 @@ class MlflowSink:
 
     The loop only enqueues. The worker creates (or re-attaches to) the run once it knows the run's
     settings (the "run" event, or `params`), then sends metrics in batches: epoch metrics under their own
-    names, step metrics as `step_<name>`, resource samples as `system/<name>` (MLflow's System metrics
-    tab), test scores as `test_<name>` (so runs sort and compare by them). On failure it warns once, keeps
+    names, step metrics as `step_<name>`, resource samples under the names MLflow's own system-metrics
+    logging writes (`system/cpu_utilization_percentage`, ...: `system_name`; the System metrics tab), test scores as `test_<name>` (so runs sort and compare by them). On failure it warns once, keeps
     the metrics (bounded buffer) and retries with backoff; when the server answers again the buffer is
     replayed with the original steps and timestamps. At close it logs the artefacts and the model (a pyfunc model
     that takes raw CSV rows, with a raw-column signature, and the training dataset; registered under `register_as`
@@ -94,7 +95,7 @@ class MlflowSink:
     # ---- called from the training loop: never blocks on the network
     def log_dict(self, metrics: dict[str, Any], step: int, kind: str) -> None:
         stamp = int(time.time() * 1000)
-        values = flatten_sample(metrics) if kind == "system" else numbers(metrics)
+        values = system_names(flatten_sample(metrics)) if kind == "system" else numbers(metrics)
         prefix = self.PREFIX.get(kind, f"{kind}_")
         # resource samples are facts of their moment: a resume does not redo them, so they need no holding
         self._queue.put(("metrics", ({prefix + k: v for k, v in values.items()}, step, stamp, kind != "system")))
@@ -385,6 +386,33 @@ def artifact_root(tracking_uri: str) -> str | None:
 
 
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+# A resource sample's names (pipeline.system, flattened) as MLflow's system-metrics monitor names them, so our
+# runs' charts line up with other MLflow runs'; None: constants (the totals), which MLflow does not chart.
+SYSTEM_NAMES = {"cpu_percent": "cpu_utilization_percentage", "ram_used_mb": "system_memory_usage_megabytes",
+                "ram_percent": "system_memory_usage_percentage", "ram_total_mb": None,
+                "process_cpu_percent": "process_cpu_utilization_percentage", "rss_mb": "process_memory_rss_megabytes"}
+GPU_NAMES = {"util_percent": "utilization_percentage", "mem_used_mb": "memory_usage_megabytes", "mem_total_mb": None,
+             "power_w": "power_usage_watts", "temperature_c": "temperature_celsius"}
+
+
+def system_names(flat: dict[str, float]) -> dict[str, float]:
+    """`{"cpu_percent": 12, "gpu0_util_percent": 93, "gpu0_mem_used_mb": 4e3, "gpu0_mem_total_mb": 8e3}` ->
+    `{"cpu_utilization_percentage": 12, "gpu_0_utilization_percentage": 93, "gpu_0_memory_usage_megabytes": 4e3,
+    "gpu_0_memory_usage_percentage": 50.0}`; a name neither table knows is kept as it is."""
+    named: dict[str, float] = {}
+    for key, value in flat.items():
+        gpu = re.fullmatch(r"gpu(\d+)_(.+)", key)
+        if gpu is not None and gpu.group(2) in GPU_NAMES:
+            index, what = gpu.groups()
+            if GPU_NAMES[what] is not None:
+                named[f"gpu_{index}_{GPU_NAMES[what]}"] = value
+            total = flat.get(f"gpu{index}_mem_total_mb")
+            if what == "mem_used_mb" and total:
+                named[f"gpu_{index}_memory_usage_percentage"] = round(100 * value / total, 2)
+        elif SYSTEM_NAMES.get(key, key) is not None:
+            named[SYSTEM_NAMES.get(key, key)] = value
+    return named
 
 
 def create_experiment(client: Any, name: str, tracking_uri: str) -> str:

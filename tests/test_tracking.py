@@ -86,7 +86,11 @@ def test_real_server_run_params_metrics_artifacts_and_resume_reattaches(mlflow_s
     assert sorted(p.step for p in val) == [8, 16, 24]  # one run across the resume, one value per epoch
     assert [round(p.value, 6) for p in sorted(val, key=lambda p: p.step)] == [round(e["val_loss"], 6) for e in m["epochs"]]
     assert len(client.get_metric_history(run_id, "step_loss")) >= 10
-    assert client.get_metric_history(run_id, "system/rss_mb")  # MLflow's System metrics tab
+    # MLflow's System metrics tab, under the names MLflow's own system-metrics logging uses
+    assert client.get_metric_history(run_id, "system/cpu_utilization_percentage")
+    assert client.get_metric_history(run_id, "system/system_memory_usage_megabytes")
+    assert client.get_metric_history(run_id, "system/process_memory_rss_megabytes")
+    assert not [k for k in run.data.metrics if k in ("system/rss_mb", "system/ram_total_mb")]
     assert {"test_accuracy", "test_f1_macro", "test_loss"} <= set(run.data.metrics)  # sortable in the UI
     assert run.data.metrics["test_accuracy"] == pytest.approx(m["test"]["accuracy"])
     low, high = m["test"]["intervals"]["balanced_accuracy"]
@@ -196,6 +200,22 @@ def test_a_run_killed_before_a_checkpoint_held_its_mlflow_id_is_found_again_by_i
     assert run.info.status == "FINISHED"
     assert run.data.params == {"lr": "0.1", "epochs": "3", "seed": "1"}  # kept as created, the missing one added
     assert _history(client, run.info.run_id, "step_loss") == [(1, 1.0), (2, 0.5)]
+
+
+def test_resource_samples_take_mlflow_own_system_metric_names():
+    import psutil
+
+    from pipeline import mlflow_sink, system
+
+    named = mlflow_sink.system_names(tracking.flatten_sample(
+        {**system.sample_once(psutil.Process(), None), "gpus": [{"index": 0, "name": "H100", "util_percent": 93.0, "mem_used_mb": 4000.0,
+                                      "mem_total_mb": 8000.0, "temperature_c": 61.0, "power_w": 300.0}]}))
+    assert {"cpu_utilization_percentage", "system_memory_usage_megabytes", "system_memory_usage_percentage",
+            "process_cpu_utilization_percentage", "process_memory_rss_megabytes"} <= set(named)
+    assert {k: v for k, v in named.items() if k.startswith("gpu_")} == {
+        "gpu_0_utilization_percentage": 93.0, "gpu_0_memory_usage_megabytes": 4000.0,
+        "gpu_0_memory_usage_percentage": 50.0, "gpu_0_temperature_celsius": 61.0, "gpu_0_power_usage_watts": 300.0}
+    assert not [k for k in named if "total" in k]
 
 
 def test_the_experiment_opens_on_training_runs_and_a_run_says_who_made_it(tmp_path: Path):
