@@ -168,16 +168,22 @@ def run(config: TrainConfig, *, model_fn: model_lib.ModelFn | None = None, sinks
         # 6. finish: score the best weights on the test split, export them, close tracking
         state.status = status
         if status in status_lib.FINISHED and world.main:
-            record.test, outputs = finish_training(parts, checkpoints, dataset, device=device,
-                                                   target_scale=target_scale, spec=spec, save_dir=save_dir,
-                                                   settings=settings, register_as=config.register_model,
-                                                   tracker=tracker, state=state)
-            best = best_values(state.history, state.best_epoch)
-            if best:  # best_epoch, best_val_loss, ...: rank runs by what the engine kept
-                tracker.log_dict(best, state.global_step, "best")
-            if record.test is not None:
-                judge_test_scores(record, dataset, outputs, seed=config.seed, with_baselines=config.baselines,
-                                  tracker=tracker, step=state.global_step, log=log)
+            try:
+                record.test, outputs = finish_training(parts, checkpoints, dataset, device=device,
+                                                       target_scale=target_scale, spec=spec, save_dir=save_dir,
+                                                       settings=settings, register_as=config.register_model,
+                                                       tracker=tracker, state=state)
+                best = best_values(state.history, state.best_epoch)
+                if best:  # best_epoch, best_val_loss, ...: rank runs by what the engine kept
+                    tracker.log_dict(best, state.global_step, "best")
+                if record.test is not None:
+                    judge_test_scores(record, dataset, outputs, seed=config.seed, with_baselines=config.baselines,
+                                      tracker=tracker, step=state.global_step, log=log)
+            except BaseException as exc:  # a full disk at the export: say so in metrics.json, not "running";
+                ended = status_lib.INTERRUPTED if isinstance(exc, KeyboardInterrupt) else status_lib.FAILED
+                end_tracking(ended, f"while finishing: {type(exc).__name__}: {exc}", state=state, record=record,
+                             tracker=tracker, sampler=sampler)  # the checkpoint is left as it was: a rerun of
+                raise                                            # the same command redoes the finish
         tracker.log_event({"type": "artifact", "path": str(RunDir(save_dir).metrics)})
         end_tracking(status, message, state=state, record=record, tracker=tracker, sampler=sampler)
         if state.mlflow_run_id != mlflow_run_id(tracker) and status != status_lib.FAILED:

@@ -465,3 +465,23 @@ def test_a_refused_run_leaves_no_lock_and_no_folder_it_made(penguins_dir: Path, 
     with pytest.raises(ConfigError, match="dropout must be in"):
         train.run(train.make_config(dict(bad, save_dir=str(theirs))), log=lambda m: None)
     assert sorted(p.name for p in theirs.iterdir()) == ["notes.txt"]
+
+
+def test_a_finish_that_fails_says_so_and_the_same_command_redoes_it(penguins_dir: Path, tmp_path: Path, monkeypatch):
+    """The disk fills at the export: metrics.json says failed, with the reason, instead of staying "running"
+    (which the monitor reads as a lost process); the same command afterwards finishes the run."""
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "s" / "model.safetensors"))
+    settings = dict(data_dir=str(penguins_dir), save_dir=str(tmp_path / "s"), epochs=2, **FAST)
+    monkeypatch.setattr(train, "export_model", full)
+    with pytest.raises(OSError):
+        train.run(train.make_config(settings), log=lambda m: None)
+    failed = strict_json(tmp_path / "s" / "metrics.json")
+    assert failed["run"]["status"] == "failed" and failed["run"]["ended_at"]
+    assert failed["run"]["message"].startswith("while finishing: OSError") and "No space left" in failed["run"]["message"]
+    monkeypatch.undo()
+    again = train.run(train.make_config(settings), log=lambda m: None)
+    assert again.status == "completed" and (tmp_path / "s" / "model.safetensors").is_file()
+    assert len(again.metrics["epochs"]) == 2 and again.metrics["test"]["accuracy"] > 0.5
