@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-levels", type=positive_int, default=MAX_LEVELS, metavar="N",
                         help=f"one-hot columns per categorical feature at most; rarer levels encode as all zeros "
                              f"(default {MAX_LEVELS})")
+    parser.add_argument("--group-by", choices=["rows", "features"], default="rows",
+                        help="what stays on one side of the split: rows (exact duplicate rows, the default) or "
+                             "features (rows with identical features, whatever their labels: no test input was "
+                             "seen in training; a table with few distinct inputs may then not split)")
     parser.add_argument("--encoding", default="utf-8", help="text encoding of the CSV (default utf-8, BOM allowed)")
     parser.add_argument("--delimiter", type=delimiter_text, default=",",
                         help="field separator, one character (default ','; '\\t' or 'tab' for a tab)")
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.data_path, args.output_dir, test_split=args.test_split, val_split=args.val_split,
                 target=args.target, task=args.task, seed=args.seed, encoding=args.encoding,
                 delimiter=args.delimiter, notes=notes, drop=args.drop,
-                categorical=args.categorical, max_levels=args.max_levels)
+                categorical=args.categorical, max_levels=args.max_levels, group_by=args.group_by)
         finally:
             for note in notes:
                 print(note)

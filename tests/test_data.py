@@ -287,6 +287,28 @@ def test_row_groups_equal_rows_share_a_key_and_different_rows_do_not():
     assert keys[0] != data.row_groups(table, np.array([1, 0, 0, 1, 1, 0]))[0]  # the label is part of the row
 
 
+def test_group_by_features_keeps_an_input_with_two_labels_in_one_split(tmp_path: Path):
+    """--group-by features: two rows that agree on every feature but the label land in the same split (the
+    default groups exact duplicate rows only, and lets them straddle)."""
+    rng = np.random.default_rng(0)
+    x = rng.permutation(300) / 10  # 300 distinct inputs, each twice
+    frame = pd.DataFrame({"x": np.concatenate([x, x]), "c": np.tile(rng.choice(["a", "b"], 300), 2),
+                          "label": np.concatenate([rng.choice(["no", "yes"], 300), rng.choice(["no", "yes"], 300)])})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+
+    def inputs_in_two_splits(out: Path) -> int:
+        seen = {name: {tuple(row) for row in data.load_processed(out).arrays[name][0].round(5)}
+                for name in ("train", "val", "test")}
+        return len(seen["train"] & seen["test"]) + len(seen["train"] & seen["val"]) + len(seen["val"] & seen["test"])
+    data.prepare_dataset(tmp_path / "t.csv", tmp_path / "rows", seed=3)
+    data.prepare_dataset(tmp_path / "t.csv", tmp_path / "features", seed=3, group_by="features")
+    assert inputs_in_two_splits(tmp_path / "rows") > 0
+    assert inputs_in_two_splits(tmp_path / "features") == 0
+    assert json.loads((tmp_path / "features" / "schema.json").read_text())["splits"]["grouped_on"] == "features"
+    with pytest.raises(DataError, match="--group-by must be one of rows, features, not 'labels'"):
+        data.prepare_dataset(tmp_path / "t.csv", tmp_path / "bad", group_by="labels")
+
+
 def test_fit_and_transform_accept_converted_columns_and_an_out_buffer():
     frame = data.read_csv(BUNDLED_CSV).frame
     numeric, categorical = ["bill_length_mm", "body_mass_g", "year"], ["island", "sex"]

@@ -39,6 +39,7 @@ class PrepareOptions:
     drop: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
     max_levels: int = MAX_CATEGORIES
+    group_by: str = "rows"  # rows: exact duplicate rows stay on one side; features: rows with identical features do
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "drop", tuple(self.drop))
@@ -52,8 +53,13 @@ class PrepareOptions:
             raise DataError(f"--max-levels must be a whole number >= 1, not {levels!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise DataError(f"--seed must be a whole number >= 0 (it seeds the splits), not {_clip(repr(seed))}")
+        if self.group_by not in GROUPINGS:
+            raise DataError(f"--group-by must be one of {', '.join(GROUPINGS)}, not {_clip(repr(self.group_by))}")
         check_delimiter(self.delimiter)
         check_encoding(self.encoding)
+
+
+GROUPINGS = ("rows", "features")
 
 
 @dataclass
@@ -105,7 +111,7 @@ def prepare_dataset(data_path: Path | str, output_dir: Path | str, options: Prep
     y_all, classes = encoded.result()
     if classes is not None:
         _check_classes(y_all, classes, source=source, target=target, picked=read.picked)
-    splits = split_indices(y_all if classes is not None else None, row_groups(plan.columns, y_all),
+    splits = split_indices(y_all if classes is not None else None, row_groups(plan.columns, y_all if options.group_by == "rows" else None),
                            test_split=options.test_split, val_split=options.val_split, seed=options.seed)
     _check_split_sizes(splits, len(read.frame), options.test_split, options.val_split, source=source)
     preprocessor = Preprocessor(plan.numeric, plan.categorical, options.max_levels).fit(plan.columns, splits["train"])
@@ -185,7 +191,8 @@ def _schema(read: _Read, options: PrepareOptions, task: str, labels: tuple[np.nd
                      "processed": preprocessor.feature_names_},
         "preprocessing": preprocessor.to_dict(),
         "splits": {"test_split": options.test_split, "val_split": options.val_split, "seed": options.seed,
-                   "stratified": classes is not None, "duplicates_grouped": True},
+                   "stratified": classes is not None, "duplicates_grouped": True,
+                   "grouped_on": options.group_by},
         "rows": {name: int(len(idx)) for name, idx in splits.items()},
         "class_counts": ({name: np.bincount(y_all[idx], minlength=len(classes)).tolist()
                           for name, idx in splits.items()} if classes is not None else None),

@@ -45,15 +45,18 @@ def split_indices(labels: np.ndarray | None, groups: np.ndarray, *, test_split: 
     return {name: np.flatnonzero(row_assignment == code) for code, name in enumerate(SPLITS)}
 
 
-def row_groups(table: Columns, labels: np.ndarray) -> np.ndarray:
+def row_groups(table: Columns, labels: np.ndarray | None) -> np.ndarray:
     """A 64-bit key per row over every feature column and the label: identical rows get identical keys.
+    `labels` None: over the features alone (--group-by features: an input never sits in two splits, whatever
+    its labels; a table with few distinct inputs may then have too few groups to split).
 
     A polynomial hash (key * M + value, wrapping at 2**64) over each column's bits or category codes: three
     cheap passes per column, no copy of the frame. Rows differing in one column can never share a key (M is odd,
     so the difference cannot vanish modulo 2**64); for other distinct rows it is vanishingly unlikely, and would
     only keep the two in the same split. Identical rows always share theirs, which is what disjoint splits need."""
     key = np.zeros(table.n_rows, dtype=np.uint64)
-    columns = [np.asarray(c) for c in (*table.numeric.values(), *(c for c, _ in table.categorical.values()), labels)]
+    columns = [np.asarray(c) for c in (*table.numeric.values(), *(c for c, _ in table.categorical.values()),
+                                        *([] if labels is None else [labels]))]
 
     def fill(start: int) -> None:  # 65,536 rows at a time: the slice of `key` stays in the CPU cache
         part = key[start:start + 65_536]
