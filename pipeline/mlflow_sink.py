@@ -426,9 +426,11 @@ def source_tags() -> dict[str, str]:
     """MLflow's source tags for this process: the script (or "python" in a notebook), its git commit, and the
     user (the UI's "Created by", which MLflow's client API leaves empty)."""
     script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
-    tags = {"mlflow.source.type": "LOCAL",
-            "mlflow.source.name": str(script) if script is not None and script.is_file() else "python"}
-    commit = git_commit(script.parent if script is not None and script.is_file() else Path.cwd())
+    if script is not None and not script.is_file():
+        script = None
+    folder = script.parent if script is not None else Path.cwd()
+    tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": source_name(script, git_root(folder))}
+    commit = git_commit(folder)
     if commit:
         tags["mlflow.source.git.commit"] = commit
     try:
@@ -436,6 +438,26 @@ def source_tags() -> dict[str, str]:
     except (KeyError, OSError):  # no name for this uid (a bare container)
         pass
     return tags
+
+
+def source_name(script: Path | None, root: Path | None) -> str:
+    """What the run's Source column shows: a notebook's path (Jupyter names it in $JPY_SESSION_NAME; not the
+    kernel's ipykernel_launcher.py), else the script relative to its repository, else its full path."""
+    if "ipykernel" in sys.modules:
+        return os.environ.get("JPY_SESSION_NAME") or "notebook"
+    if script is None:
+        return "python"
+    return str(script.relative_to(root)) if root is not None and script.is_relative_to(root) else str(script)
+
+
+def git_root(folder: Path) -> Path | None:
+    """The top of the git work tree holding `folder`, or None."""
+    try:
+        done = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"], capture_output=True,
+                              text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(done.stdout.strip()).resolve() if done.returncode == 0 and done.stdout.strip() else None
 
 
 def git_commit(folder: Path) -> str | None:

@@ -101,7 +101,7 @@ def test_real_server_run_params_metrics_artifacts_and_resume_reattaches(mlflow_s
     # the best epoch's scores, so that ranking by them picks what the engine kept and exported
     assert run.data.metrics["best_val_loss"] == pytest.approx(m["best"]["values"]["best_val_loss"])
     assert run.data.metrics["best_epoch"] == m["best"]["epoch"]
-    assert run.data.tags["mlflow.source.name"].endswith("train_pipeline.py")
+    assert run.data.tags["mlflow.source.name"] == "solutions/train_pipeline.py"  # relative to the repository
     assert len(run.data.tags["mlflow.source.git.commit"]) == 40
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"metrics.json", "config.yaml", "model_weights"} <= artifacts
@@ -216,6 +216,25 @@ def test_resource_samples_take_mlflow_own_system_metric_names():
         "gpu_0_utilization_percentage": 93.0, "gpu_0_memory_usage_megabytes": 4000.0,
         "gpu_0_memory_usage_percentage": 50.0, "gpu_0_temperature_celsius": 61.0, "gpu_0_power_usage_watts": 300.0}
     assert not [k for k in named if "total" in k]
+
+
+def test_the_source_is_the_script_in_its_repository_or_the_notebook(tmp_path: Path, monkeypatch):
+    import sys
+
+    from pipeline import mlflow_sink
+
+    script = tmp_path / "repo" / "solutions" / "train.py"
+    script.parent.mkdir(parents=True)
+    script.write_text("")
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    assert mlflow_sink.source_name(script, tmp_path / "repo") == "solutions/train.py"
+    assert mlflow_sink.source_name(script, None) == str(script)
+    assert mlflow_sink.source_name(None, None) == "python"
+    monkeypatch.setitem(sys.modules, "ipykernel", object())
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/me/course/notebooks/02_training_pipeline.ipynb")
+    assert mlflow_sink.source_name(script, tmp_path / "repo") == "/home/me/course/notebooks/02_training_pipeline.ipynb"
+    monkeypatch.delenv("JPY_SESSION_NAME")
+    assert mlflow_sink.source_name(script, tmp_path / "repo") == "notebook"
 
 
 def test_the_experiment_opens_on_training_runs_and_a_run_says_who_made_it(tmp_path: Path):
