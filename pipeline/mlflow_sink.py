@@ -429,8 +429,8 @@ def source_tags() -> dict[str, str]:
     if script is not None and not script.is_file():
         script = None
     folder = script.parent if script is not None else Path.cwd()
-    tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": source_name(script, git_root(folder))}
-    commit = git_commit(folder)
+    root, commit = git_checkout(folder)
+    tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": source_name(script, root)}
     if commit:
         tags["mlflow.source.git.commit"] = commit
     try:
@@ -450,21 +450,20 @@ def source_name(script: Path | None, root: Path | None) -> str:
     return str(script.relative_to(root)) if root is not None and script.is_relative_to(root) else str(script)
 
 
-def git_root(folder: Path) -> Path | None:
-    """The top of the git work tree holding `folder`, or None."""
+def git_checkout(folder: Path) -> tuple[Path | None, str | None]:
+    """(the top of the git work tree holding `folder`, the commit checked out there), in one `git` call (this
+    runs at every run's start); (None, None) outside a work tree with a commit, or without git."""
     try:
-        done = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"], capture_output=True,
-                              text=True, timeout=5)
+        done = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel", "HEAD"],
+                              capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
-        return None
-    return Path(done.stdout.strip()).resolve() if done.returncode == 0 and done.stdout.strip() else None
+        return None, None
+    lines = done.stdout.splitlines()  # a root may hold spaces
+    if done.returncode != 0 or len(lines) != 2:
+        return None, None
+    return Path(lines[0]).resolve(), lines[1]
 
 
 def git_commit(folder: Path) -> str | None:
     """The commit checked out at `folder`, or None outside a git work tree (or without git)."""
-    try:
-        done = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
+    return git_checkout(folder)[1]
